@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment (.venv, or $QSTAR_VENV) with torch 2.13.0 and qstar installed
+# editable with its test tools. Runs in seconds when nothing changed since the last set-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${QSTAR_VENV:-.venv}
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "qstar needs Python 3.11 or newer" >&2; exit 1; }
+stamp="$venv/.qstar-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setting up $venv (first run: about a minute)" >&2
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  # exactly this version first: a CPU wheel of it lies on these machines, a looser pin pulls a multi-GB CUDA build
+  "$venv/bin/pip" install -q torch==2.13.0
+  "$venv/bin/pip" install -q -e ".[dev]"
+  rm -f "$venv"/.qstar-setup-*
+  touch "$stamp"
+fi

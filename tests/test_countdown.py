@@ -1,0 +1,155 @@
+"""The countdown task: step checker, verifier, solver, presets and problem files."""
+
+import ast
+import json
+import random
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qstar.tasks import QstarError, get_task
+from qstar.tasks.countdown import STEP_RE, Countdown, is_solvable, random_play, solve
+from qstar.types import Problem
+
+TASK = Countdown()
+
+
+def problem(numbers, target):
+    return Problem(id="t", prompt=" ".join(map(str, numbers)), meta={"numbers": numbers, "target": target})
+
+
+def evaluate_expression(expr: str) -> tuple[Fraction, list[int]]:
+    """Value of an arithmetic expression with exact fractions, and the numbers it uses."""
+    used: list[int] = []
+
+    def ev(node):
+        if isinstance(node, ast.Constant):
+            used.append(node.value)
+            return Fraction(node.value)
+        ops = {
+            ast.Add: Fraction.__add__,
+            ast.Sub: Fraction.__sub__,
+            ast.Mult: Fraction.__mul__,
+            ast.Div: Fraction.__truediv__,
+        }
+        return ops[type(node.op)](ev(node.left), ev(node.right))
+
+    return ev(ast.parse(expr, mode="eval").body), used
+
+
+numbers4 = st.lists(st.integers(1, 13), min_size=4, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(numbers4, st.integers(1, 30))
+def test_every_solver_solution_passes_checker_and_verifier(numbers, target):
+    for steps in solve(numbers, target)[:20]:
+        p = problem(numbers, target)
+        for i, step in enumerate(steps):
+            assert TASK.check_step(p, steps[:i], step).ok, step
+        assert TASK.is_complete(p, steps)
+        assert TASK.verify(p, steps)
+        value, used = evaluate_expression(TASK.final_answer(p, steps))
+        assert value == target and sorted(used) == sorted(numbers)
+
+
+def corrupt(step: str, rng: random.Random) -> str:
+    """Change the result, an operand or the left list so the step is wrong."""
+    m = STEP_RE.match(step)
+    a, op, b, c, left = m[1], m[2], m[3], int(m[4]), m[5]
+    kind = rng.choice(["result", "left", "operand"])
+    if kind == "result":
+        return f"{a} {op} {b} = {c + rng.choice([-2, -1, 1, 2, 10])} (left: {left})"
+    if kind == "left":
+        return f"{a} {op} {b} = {c} (left: {left} {rng.randint(1, 9)})"
+    return f"{int(a) + 50} {op} {b} = {c} (left: {left})"
+
+
+@settings(max_examples=60, deadline=None)
+@given(numbers4, st.integers(0, 10_000))
+def test_corrupted_steps_are_rejected(numbers, seed):
+    rng = random.Random(seed)
+    steps = random_play(numbers, rng)
+    p = problem(numbers, 24)
+    i = rng.randrange(len(steps))
+    assert TASK.check_step(p, steps[:i], steps[i]).ok
+    assert not TASK.check_step(p, steps[:i], corrupt(steps[i], rng)).ok
+
+
+@pytest.mark.parametrize(
+    "step, reason",
+    [
+        ("4 - 9 = -5 (left: 10 13 -5)", "format"),
+        ("9 - 10 = 1 (left: 4 13 1)", "rules"),  # negative result
+        ("13 / 4 = 3 (left: 9 10 3)", "rules"),  # inexact division
+        ("13 - 9 = 5 (left: 4 10 5)", "arithmetic"),
+        ("13 - 9 = 4 (left: 4 10)", "left"),
+        ("13 - 7 = 6 (left: 4 9 10 6)", "operands"),
+        ("thirteen minus nine", "format"),
+    ],
+)
+def test_illegal_steps_say_why(step, reason):
+    verdict = TASK.check_step(problem([4, 9, 10, 13], 24), [], step)
+    assert not verdict.ok and verdict.reason.startswith(reason)
+
+
+def test_left_list_is_a_multiset_and_solution_verifies():
+    p = problem([4, 9, 10, 13], 24)
+    steps = ["13 - 9 = 4 (left: 4 4 10)", "10 - 4 = 6 (left: 4 6)", "4 * 6 = 24 (left: 24)"]
+    assert all(TASK.check_step(p, steps[:i], s).ok for i, s in enumerate(steps))
+    assert TASK.verify(p, steps) and TASK.final_answer(p, steps) == "(13 - 9) * (10 - 4)"
+    assert not TASK.verify(p, steps[:2]) and not TASK.is_complete(p, steps[:2])
+    assert not TASK.verify(problem([4, 9, 10, 13], 25), steps)
+
+
+def test_solvability_matches_solver():
+    rng = random.Random(0)
+    for _ in range(300):
+        numbers = [rng.randint(0, 20) for _ in range(rng.randint(1, 4))]
+        target = rng.randint(0, 40)
+        assert is_solvable(numbers, target) == bool(solve(numbers, target))
+
+
+def test_game24_splits_are_the_tree_of_thoughts_games():
+    task = get_task("game24")
+    test, train = task.problems("test"), task.problems("train")
+    assert len(test) == 100 and len(train) == 1262
+    assert test[0].meta["numbers"] == [4, 5, 6, 10] and test[-1].meta["numbers"] == [4, 9, 10, 13]
+    assert not {p.id for p in test} & {p.id for p in train}
+    assert all(is_solvable(p.meta["numbers"], 24) for p in test)
+
+
+def test_countdown_generator_is_seeded_solvable_and_holds_targets_out():
+    task = get_task("countdown")
+    val_target = task.problems("val_target", limit=50)
+    train = task.problems("train", limit=200)
+    assert [p.meta for p in val_target] == [p.meta for p in get_task("countdown").problems("val_target", limit=50)]
+    held = set(task.held_out)
+    assert len(held) == 9 and {p.meta["target"] for p in val_target} <= held
+    assert not {p.meta["target"] for p in train} & held
+    for p in val_target + train:
+        assert len(p.meta["numbers"]) == 4 and all(1 <= n <= 99 for n in p.meta["numbers"])
+        assert is_solvable(p.meta["numbers"], p.meta["target"])
+    with pytest.raises(QstarError, match="splits"):
+        task.problems("dev")
+
+
+def test_problems_file(tmp_path):
+    good = tmp_path / "p.jsonl"
+    good.write_text(
+        json.dumps({"numbers": [1, 2, 3, 4], "target": 10})
+        + "\n\n"
+        + json.dumps({"numbers": [5, 5], "target": 25})
+        + "\n"
+    )
+    ps = get_task("countdown", str(good)).problems("test")
+    assert [p.meta["target"] for p in ps] == [10, 25]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"numbers": [1, 2], "target": 3}) + "\n" + '{"numbers": [1, 2]}\n')
+    with pytest.raises(QstarError, match=r"bad.jsonl:2: .*target"):
+        get_task("countdown", str(bad)).problems("test")
+    bad.write_text("not json\n")
+    with pytest.raises(QstarError, match=r"bad.jsonl:1:"):
+        get_task("countdown", str(bad)).problems("test")
