@@ -1,0 +1,3 @@
+from qstar.cli import main
+
+raise SystemExit(main())

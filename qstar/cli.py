@@ -1,0 +1,234 @@
+"""The `qstar` command: solve one problem, evaluate or compare searches, pretrain the tiny policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from qstar.tasks.base import QstarError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def searches_help() -> str:
+    from qstar.search import SEARCHES
+
+    return f"search algorithm: {', '.join(SEARCHES)} (default: greedy)"
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default="tiny", help="policy checkpoint folder, or `tiny` for the shipped one")
+    p.add_argument("--scorer", default="verifier", help="verifier (default), checker or rollouts")
+    p.add_argument("--rollouts", type=int, default=4, help="completions per path for --scorer rollouts")
+    p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    p.add_argument("--batch-size", type=int, default=64, help="problems kept in flight, their model calls batched")
+
+
+def add_problem_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="game24", help="countdown or game24 (default)")
+    p.add_argument("--split", default="test", help="game24: train|test; countdown: train|val|val_target")
+    p.add_argument("--problems", default=None, help='JSONL file of {"numbers": [...], "target": N} rows')
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="qstar", description="Deliberate reasoning with language models: search, verify, improve.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    solve = sub.add_parser("solve", help="solve one problem and show the steps")
+    solve.add_argument("--task", default="countdown", help="countdown (default) or game24")
+    solve.add_argument("--numbers", nargs="+", required=True, help="the numbers to combine, e.g. 4 9 10 13")
+    solve.add_argument("--target", default=None, help="the number to reach (game24: 24)")
+    solve.add_argument("--search", default="greedy", help=searches_help())
+    solve.add_argument("--budget", type=int, default=None, help="most generated tokens the search may spend")
+    solve.add_argument("--json", action="store_true", help="print one JSON object instead of a trace")
+    add_model_args(solve)
+
+    ev = sub.add_parser("eval", help="evaluate a search on a task's split: accuracy, compute, legality")
+    add_problem_args(ev)
+    ev.add_argument("--search", default="greedy", help=searches_help())
+    ev.add_argument("--budget", type=int, default=None, help="most generated tokens per problem")
+    ev.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..S-1; report mean and std")
+    ev.add_argument("--save-trees", default=None, help="write every search tree here (JSON lines, .gz to compress)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_model_args(ev)
+
+    cmp = sub.add_parser("compare", help="compare searches at equal budgets: table (md, json) and plot (png)")
+    add_problem_args(cmp)
+    cmp.add_argument("--searches", default="greedy,best-of-n,beam,mcts,astar", help="comma-separated search names")
+    cmp.add_argument("--budgets", default="500,2000,8000", help="comma-separated token budgets per problem")
+    cmp.add_argument("--seeds", type=int, default=3, help="seeds per (search, budget)")
+    cmp.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
+    add_model_args(cmp)
+
+    from qstar.train.pretrain_config import PretrainConfig
+
+    pre = sub.add_parser("pretrain", help="train the tiny policy from scratch on random legal play (rules only)")
+    for f in fields(PretrainConfig):
+        pre.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default: {f.default})"
+        )
+    return parser
+
+
+def positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise QstarError(f"{flag} must be at least 1")
+
+
+def setup(args: argparse.Namespace, task_name: str, problems_file: str | None = None):
+    """The task, policy and scorer the arguments name, checked before any model is loaded."""
+    from qstar.policy import load_policy
+    from qstar.scorers import SCORERS, get_scorer
+    from qstar.tasks import get_task
+
+    task = get_task(task_name, problems_file)
+    if args.scorer not in SCORERS:
+        raise QstarError(f"unknown scorer {args.scorer!r}; choose from {', '.join(SCORERS)}")
+    for flag in ("budget", "seeds", "limit", "batch_size", "rollouts"):
+        positive(getattr(args, flag, None), "--" + flag.replace("_", "-"))
+    policy = load_policy(args.policy, seed=args.seed)
+    return task, policy, get_scorer(args.scorer, task, policy, args.rollouts)
+
+
+def cmd_solve(args: argparse.Namespace) -> dict:
+    from qstar.search import get_search, run_search
+    from qstar.tasks.countdown import make_problem, parse_numbers
+
+    numbers = parse_numbers(args.numbers)
+    if args.target is None and args.task != "game24":
+        raise QstarError("--target is required for countdown")
+    try:
+        target = 24 if args.target is None else int(args.target)
+    except ValueError:
+        raise QstarError(f"--target must be a whole number, got {args.target!r}") from None
+    search = get_search(args.search)
+    task, policy, scorer = setup(args, args.task)
+    problem = make_problem("cli", numbers, target)
+    (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget)
+    steps = [s.text for s in tree.best_path()]
+    return {
+        "solved": tree.solved,
+        "expression": task.final_answer(problem, steps) if tree.solved else None,
+        "steps": steps,
+        "tokens": tree.tokens,
+        "calls": tree.calls,
+    }
+
+
+def print_solve(result: dict, console: Console) -> None:
+    for i, step in enumerate(result["steps"], 1):
+        console.print(f"  step {i}: {step}", markup=False)
+    verdict = f"[green]solved[/]: {result['expression']}" if result["solved"] else "[red]not solved[/]"
+    console.print(f"{verdict}  ({result['tokens']} tokens, {result['calls']} model calls)")
+
+
+def cmd_eval(args: argparse.Namespace) -> dict:
+    from qstar.evaluate import evaluate
+    from qstar.io import save_trees
+    from qstar.search import get_search
+
+    search = get_search(args.search)
+    task, policy, scorer = setup(args, args.task, args.problems)
+    problems = task.problems(args.split, limit=args.limit)
+    result, runs = evaluate(
+        task, problems, policy, search, scorer, args.budget, args.seeds, args.batch_size, show_progress=not args.json
+    )
+    if args.save_trees:
+        trees = [tree for run in runs for tree in run]
+        save_trees(args.save_trees, trees, search=args.search, budget=args.budget)
+    where = args.problems or f"{args.task}/{args.split}"
+    return {"task": args.task, "problems": where, "search": args.search, "budget": args.budget, **result.to_dict()}
+
+
+def print_eval(result: dict, console: Console) -> None:
+    title = f"qstar eval — {result['problems']}, search {result['search']} (tokens and calls per problem)"
+    table = Table(title=title)
+    for col in ("problems", "solved", "accuracy", "tokens", "calls", "legal steps", "seconds"):
+        table.add_column(col, justify="right")
+    spread = f" ± {result['accuracy_std']:.1%}" if result["seeds"] > 1 else ""
+    table.add_row(
+        str(result["n"]),
+        f"{result['solved']:g}",
+        f"{result['accuracy']:.1%}{spread}",
+        f"{result['tokens_per_problem']:.0f}",
+        f"{result['calls_per_problem']:.1f}",
+        f"{result['legal_step_rate']:.1%}",
+        f"{result['seconds']:.1f}",
+    )
+    console.print(table)
+
+
+def cmd_compare(args: argparse.Namespace) -> dict:
+    from qstar import compare
+    from qstar.search import get_search
+
+    names = [s.strip() for s in args.searches.split(",") if s.strip()]
+    for name in names:
+        get_search(name)  # an unknown name fails here, before any work
+    try:
+        budgets = [int(b) for b in args.budgets.split(",")]
+    except ValueError:
+        raise QstarError(f"--budgets must be comma-separated whole numbers, got {args.budgets!r}") from None
+    for b in budgets:
+        positive(b, "--budgets")
+    task, policy, scorer = setup(args, args.task, args.problems)
+    problems = task.problems(args.split, limit=args.limit)
+    rows = compare.compare(task, problems, policy, scorer, names, budgets, args.seeds, args.batch_size)
+    where = args.problems or f"{args.task}/{args.split}"
+    compare.write(rows, Path(args.out), f"{where}, {len(problems)} problems, scorer {args.scorer}")
+    return {"rows": rows, "out": args.out}
+
+
+def print_compare(result: dict, console: Console) -> None:
+    from qstar.compare import table
+
+    console.print(table(result["rows"]))
+    console.print(f"wrote {result['out']}/compare.md, compare.json, compare.png")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> dict:
+    from qstar.train.pretrain import pretrain
+    from qstar.train.pretrain_config import PretrainConfig
+
+    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
+    return pretrain(cfg)["final"]
+
+
+COMMANDS = {
+    "solve": (cmd_solve, print_solve),
+    "eval": (cmd_eval, print_eval),
+    "compare": (cmd_compare, print_compare),
+    "pretrain": (cmd_pretrain, lambda r, c: c.print(r)),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run, show = COMMANDS[args.command]
+    try:
+        result = run(args)
+    except QstarError as e:
+        print(f"qstar: error: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result))
+    else:
+        show(result, Console())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""`qstar compare`: several searches at several budgets over several seeds, as a table and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from qstar.evaluate import evaluate
+from qstar.io import atomic_write
+from qstar.policy.base import Policy
+from qstar.scorers.base import Scorer
+from qstar.search import get_search
+from qstar.tasks.base import Task
+from qstar.types import Problem
+
+
+def compare(
+    task: Task,
+    problems: list[Problem],
+    policy: Policy,
+    scorer: Scorer,
+    searches: list[str],
+    budgets: list[int],
+    seeds: int,
+    batch_size: int = 64,
+) -> list[dict]:
+    """One row per (search, budget): accuracy mean and spread over seeds, and the compute actually spent."""
+    rows = []
+    with Progress(console=Console(stderr=True)) as progress:
+        bar = progress.add_task("compare", total=len(searches) * len(budgets))
+        for name in searches:
+            search = get_search(name)
+            for budget in budgets:
+                result, _ = evaluate(task, problems, policy, search, scorer, budget, seeds, batch_size, False)
+                rows.append({"search": name, "budget": budget, **result.to_dict()})
+                progress.advance(bar)
+    return rows
+
+
+def table(rows: list[dict]) -> Table:
+    t = Table(title="accuracy (mean ± std over seeds) at a budget of generated tokens per problem")
+    for col in ("search", "budget", "accuracy", "tokens/problem", "calls/problem", "seconds"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            r["search"],
+            str(r["budget"]),
+            f"{r['accuracy']:.1%} ± {r['accuracy_std']:.1%}",
+            f"{r['tokens_per_problem']:.0f}",
+            f"{r['calls_per_problem']:.1f}",
+            f"{r['seconds']:.0f}",
+        )
+    return t
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| search | budget | accuracy | ± std | tokens/problem | calls/problem |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['search']} | {r['budget']} | {r['accuracy']:.1%} | {r['accuracy_std']:.1%} "
+            f"| {r['tokens_per_problem']:.0f} | {r['calls_per_problem']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Accuracy against tokens spent per problem, one line per search, the spread over seeds as error bars."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["search"] for r in rows):
+        mine = sorted((r for r in rows if r["search"] == name), key=lambda r: r["tokens_per_problem"])
+        ax.errorbar(
+            [r["tokens_per_problem"] for r in mine],
+            [r["accuracy"] for r in mine],
+            yerr=[r["accuracy_std"] for r in mine],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per problem")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def write(rows: list[dict], out: Path, title: str) -> None:
+    atomic_write(out / "compare.json", json.dumps(rows, indent=1).encode())
+    atomic_write(out / "compare.md", markdown(rows).encode())
+    plot(rows, out / "compare.png", title)

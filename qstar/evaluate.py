@@ -1,0 +1,95 @@
+"""Evaluate a search with a policy and scorer on a task's problems: accuracy, compute spent, step legality."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from qstar.policy.base import Policy
+from qstar.scorers.base import Scorer
+from qstar.search import Search, run_search
+from qstar.tasks.base import QstarError, Task
+from qstar.types import Problem, Tree
+
+
+@dataclass
+class EvalResult:
+    """What `qstar eval` reports, averaged over seeds; `legal_step_rate` is the share of generated steps
+    the step checker accepts."""
+
+    n: int
+    solved: float
+    accuracy: float
+    accuracy_std: float
+    tokens_per_problem: float
+    calls_per_problem: float
+    legal_step_rate: float
+    seconds: float
+    seeds: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(runs: list[list[Tree]], seconds: float) -> EvalResult:
+    """Mean over runs (one per seed) of accuracy and compute; the spread is the std of accuracy."""
+    accuracies = [sum(t.solved for t in trees) / max(len(trees), 1) for trees in runs]
+    trees = [t for run in runs for t in run]
+    steps = [node for tree in trees for node in tree.nodes() if node.step is not None]
+    n = len(runs[0]) if runs else 0
+    total = max(len(trees), 1)
+    return EvalResult(
+        n=n,
+        solved=sum(t.solved for t in trees) / max(len(runs), 1),
+        accuracy=statistics.fmean(accuracies) if accuracies else 0.0,
+        accuracy_std=statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0,
+        tokens_per_problem=sum(t.tokens for t in trees) / total,
+        calls_per_problem=sum(t.calls for t in trees) / total,
+        legal_step_rate=sum(node.legal for node in steps) / max(len(steps), 1),
+        seconds=seconds,
+        seeds=len(runs),
+    )
+
+
+def check_no_leak(task: Task, scorer: Scorer | None) -> None:
+    """Refuse a scorer that reads the reference answer when evaluating: that would be grading with the key."""
+    if scorer is not None and scorer.uses_verifier and task.verifier_needs_reference:
+        raise QstarError(
+            f"the {task.name} verifier needs the reference answer, so it may guide search only when generating "
+            "training data, not in evaluation; choose a scorer that does not use it"
+        )
+
+
+def evaluate(
+    task: Task,
+    problems: list[Problem],
+    policy: Policy,
+    search: Search,
+    scorer: Scorer | None = None,
+    budget: int | None = None,
+    seeds: int = 1,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> tuple[EvalResult, list[list[Tree]]]:
+    """Run `search` on every problem (batched) once per seed and summarise; the progress bar goes to stderr."""
+    check_no_leak(task, scorer)
+    start = time.time()
+    columns = [TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TextColumn("solved {task.fields[solved]}")]
+    runs = []
+    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), disable=not show_progress) as progress:
+        bar = progress.add_task("eval", total=len(problems) * seeds, solved=0)
+        solved = 0
+
+        def on_tree(tree: Tree) -> None:
+            nonlocal solved
+            solved += tree.solved
+            progress.update(bar, advance=1, solved=solved)
+
+        for seed in range(seeds):
+            policy.seed(seed)
+            runs.append(run_search(search, problems, task, policy, scorer, budget, batch_size, on_tree))
+    return summarize(runs, time.time() - start), runs

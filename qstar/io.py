@@ -1,0 +1,40 @@
+"""Files that runs write: atomic (write a temporary file, then rename), so a killed run never leaves half a file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from qstar.types import Tree
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_trees(path: str | Path, trees: Iterable[Tree], **fields) -> None:
+    """Trees as JSON lines (gzipped when the name ends in .gz); `fields` are added to every line."""
+    text = "".join(json.dumps({**fields, **tree.to_dict()}) + "\n" for tree in trees).encode()
+    atomic_write(path, gzip.compress(text) if str(path).endswith(".gz") else text)
+
+
+def load_trees(path: str | Path) -> list[Tree]:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return [Tree.from_dict(json.loads(line)) for line in f if line.strip()]

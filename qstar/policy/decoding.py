@@ -1,0 +1,83 @@
+"""A lean KV-cached forward pass over a `LlamaForCausalLM`'s own weights, for fast small-model decoding on CPU.
+
+The stock forward spends most of its time in Python per layer when the model is tiny; this one fuses the
+projections, keeps a preallocated cache and does a dozen tensor ops per layer. Its logits equal the HF
+model's (tests/test_policy.py checks this), so a checkpoint trained and saved with transformers is used as is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaForCausalLM
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+
+class LlamaDecoder:
+    """Prefill and one-token decode steps with a static `[layers, batch, heads, length, head_dim]` KV cache."""
+
+    def __init__(self, model: LlamaForCausalLM):
+        cfg = model.config
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        positions = torch.arange(cfg.max_position_embeddings)[None]
+        cos, sin = model.model.rotary_emb(model.model.embed_tokens.weight[:1], positions)
+        self.cos, self.sin = cos[0], sin[0]  # [position, head_dim] tables, looked up per token
+        self.embed = model.model.embed_tokens.weight
+        self.final_norm = model.model.norm.weight
+        self.lm_head = model.lm_head.weight
+        self.layers = [
+            (
+                layer.input_layernorm.weight,
+                torch.cat(
+                    [layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight]
+                ),
+                layer.self_attn.o_proj.weight,
+                layer.post_attention_layernorm.weight,
+                torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
+                layer.mlp.down_proj.weight,
+            )
+            for layer in model.model.layers
+        ]
+        if cfg.attention_bias or getattr(cfg, "mlp_bias", False) or cfg.hidden_act != "silu":
+            raise ValueError("LlamaDecoder supports bias-free SiLU Llama models only")
+
+    def new_cache(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
+        return torch.zeros(shape, dtype=self.embed.dtype), torch.zeros(shape, dtype=self.embed.dtype)
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        ids: torch.Tensor,  # [batch, new]
+        positions: torch.Tensor,  # [batch, new] rotary positions
+        cache: tuple[torch.Tensor, torch.Tensor],
+        start: int,  # cache slot of ids[:, 0]
+        mask: torch.Tensor,  # [batch, 1, new, start + new] True where a query may attend
+    ) -> torch.Tensor:
+        """Run `ids` through the model, writing their keys/values at `start`; returns last-position logits."""
+        keys, values = cache
+        b, t = ids.shape
+        end = start + t
+        x = F.embedding(ids, self.embed)
+        cos, sin = self.cos[positions], self.sin[positions]
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for i, (ln1, qkv_w, o_w, ln2, gate_up_w, down_w) in enumerate(self.layers):
+            h = F.rms_norm(x, (x.shape[-1],), ln1, self.eps)
+            q, k, v = F.linear(h, qkv_w).split([q_size, kv_size, kv_size], dim=-1)
+            q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            keys[i, :, :, start:end] = k
+            values[i, :, :, start:end] = v
+            attn = F.scaled_dot_product_attention(
+                q, keys[i, :, :, :end], values[i, :, :, :end], attn_mask=mask, enable_gqa=self.heads != self.kv_heads
+            )
+            x = x + F.linear(attn.transpose(1, 2).reshape(b, t, q_size), o_w)
+            h = F.rms_norm(x, (x.shape[-1],), ln2, self.eps)
+            gate, up = F.linear(h, gate_up_w).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, down_w)
+        x = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
+        return F.linear(x, self.lm_head)

@@ -1,0 +1,132 @@
+"""The built-in tiny policy: a small Llama-architecture causal LM over characters, trained by qstar itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from qstar.checkpoints import DEFAULT_POLICY
+from qstar.policy.decoding import LlamaDecoder
+from qstar.policy.tokenizer import char_tokenizer
+from qstar.types import Step
+
+
+def new_tiny_model(hidden: int = 192, layers: int = 4, heads: int = 4, mlp: int = 512, context: int = 256):
+    """A freshly initialised tiny model and its tokenizer."""
+    tokenizer = char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=mlp,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=context,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config), tokenizer
+
+
+class TinyPolicy:
+    """Batched step proposals from a small causal LM, stopping at the step separator, with a KV cache."""
+
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        tokenizer: PreTrainedTokenizerBase,
+        separator: str = "\n",
+        max_step_tokens: int = 40,
+        seed: int = 0,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.decoder = LlamaDecoder(model)
+        (self.separator_id,) = tokenizer.convert_tokens_to_ids([separator])
+        self.id_to_text = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.special_ids = set(tokenizer.all_special_ids)
+        self.max_step_tokens = max_step_tokens
+        self.context = model.config.max_position_embeddings
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, **kwargs) -> TinyPolicy:
+        model = LlamaForCausalLM.from_pretrained(path)
+        return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        bos = self.tokenizer.bos_token_id
+        return [[bos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    @torch.inference_mode()
+    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
+        """`n` next steps for each prefix; greedy at temperature 0. Log-probs are under the untempered model."""
+        if not prefixes:
+            return []
+        slot = {p: i for i, p in enumerate(dict.fromkeys(prefixes))}  # identical prefixes share one prefill
+        encoded = self.encode(list(slot))
+        width = max(map(len, encoded))
+        length = min(width + self.max_step_tokens, self.context)
+        if width >= self.context:
+            raise ValueError(f"prompt of {width} tokens does not fit the model's context of {self.context}")
+        ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id)
+        valid = torch.zeros((len(encoded), width), dtype=torch.bool)
+        for row, seq in enumerate(encoded):
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            valid[row, width - len(seq) :] = True
+        positions = (valid.cumsum(1) - 1).clamp(min=0)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        mask = (causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool)))[:, None]
+        cache = self.decoder.new_cache(len(encoded), length)
+        logits = self.decoder.forward(ids, positions, cache, 0, mask)
+
+        # each prefix's cache and last logits are shared by its n samples (and by its repeats)
+        rows = torch.tensor([slot[p] for p in prefixes]).repeat_interleave(n)
+        keys, values = cache[0][:, rows], cache[1][:, rows]
+        logits, next_pos = logits[rows], positions[rows, -1] + 1
+        key_mask = torch.cat([valid[rows], torch.ones(len(rows), length - width, dtype=torch.bool)], dim=1)
+        sample_of_row = torch.arange(len(rows))  # cache rows are compacted as samples finish
+        running = torch.ones(len(rows), dtype=torch.bool)
+        generated = torch.full((len(rows), length - width), -1)
+        logprob = torch.zeros(len(rows))
+        for t in range(length - width):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            if temperature > 0:
+                probs = logp.exp() if temperature == 1 else torch.softmax(logits.float() / temperature, dim=-1)
+                token = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+            else:
+                token = logits.argmax(dim=-1)
+            live = sample_of_row[running]
+            generated[live, t] = token[running]
+            logprob[live] += logp.gather(1, token[:, None]).squeeze(1)[running]
+            running &= (token != self.separator_id) & (token != self.tokenizer.eos_token_id)
+            if not running.any() or t == length - width - 1:
+                break
+            if running.sum() <= len(running) // 2:  # drop finished rows once they are half the batch
+                keep = running.nonzero().squeeze(1)
+                sample_of_row, running, token, next_pos = (
+                    sample_of_row[keep],
+                    running[keep],
+                    token[keep],
+                    next_pos[keep],
+                )
+                keys, values, key_mask = keys[:, keep], values[:, keep], key_mask[keep]
+            mask = key_mask[:, None, None, : width + t + 1]
+            logits = self.decoder.forward(token[:, None], next_pos[:, None], (keys, values), width + t, mask)
+            next_pos = next_pos + 1
+        pairs = zip(generated.tolist(), logprob.tolist(), strict=True)
+        steps = [self._step([t for t in seq if t >= 0], lp) for seq, lp in pairs]
+        return [steps[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+    def _step(self, tokens: list[int], logprob: float) -> Step:
+        ended_by_eos = tokens[-1] == self.tokenizer.eos_token_id
+        body = tokens[:-1] if tokens[-1] in (self.separator_id, self.tokenizer.eos_token_id) else tokens
+        text = "".join(self.id_to_text[t] for t in body if t not in self.special_ids)
+        return Step(text=text, logprob=logprob, done=ended_by_eos, tokens=len(tokens))

@@ -1,0 +1,55 @@
+"""Monte-Carlo rollout values (Math-Shepherd): the share of `k` policy completions the verifier accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qstar.policy.base import Policy
+from qstar.scorers.base import Scores
+from qstar.scorers.ground_truth import VerifierScorer
+from qstar.tasks.base import Task
+from qstar.types import Problem
+
+
+@dataclass
+class RolloutScorer:
+    """Complete each legal partial path `k` times with the policy; its value is the share that verify.
+
+    Illegal paths score 0 and complete ones their verdict, without rollouts. All rollouts of a batch
+    advance together, one batched policy call per step; their tokens are charged to the paths scored.
+    """
+
+    task: Task
+    policy: Policy
+    k: int = 4
+    temperature: float = 1.0
+    uses_verifier = True
+
+    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
+        ground = VerifierScorer(self.task)
+        values = [ground.value(p, path) for p, path in zip(problems, paths, strict=True)]
+        tokens, calls, wins = [0] * len(paths), [0] * len(paths), [0] * len(paths)
+        pending = [i for i, (p, path) in enumerate(zip(problems, paths, strict=True)) if values[i] == ground.partial]
+        states = [(i, paths[i]) for i in pending for _ in range(self.k)]
+        while states:
+            prefixes = [self.task.render(problems[i], path) for i, path in states]
+            proposals = self.policy.propose(prefixes, n=1, temperature=self.temperature)
+            nxt = []
+            for (i, path), (step,) in zip(states, proposals, strict=True):
+                tokens[i] += step.tokens
+                calls[i] += 1
+                after = [*path, step.text]
+                if not self.task.check_step(problems[i], path, step.text).ok:
+                    continue  # an illegal step ends the rollout as a failure
+                if self.task.is_complete(problems[i], after):
+                    wins[i] += self.task.verify(problems[i], after)
+                elif len(after) < self.task.max_steps(problems[i]):
+                    nxt.append((i, after))
+            states = nxt
+        for i in pending:
+            values[i] = wins[i] / self.k
+        return Scores(values, tokens, calls)
+
+    def max_tokens(self, problem: Problem, path: list[str]) -> int:
+        remaining = max(0, self.task.max_steps(problem) - len(path))
+        return self.k * remaining * self.policy.max_step_tokens

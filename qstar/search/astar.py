@@ -1,0 +1,73 @@
+"""A* / Q* best-first search: expand the open node with the highest f = g + λ·h (Wang et al., 2024, "Q*")."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass
+
+from qstar.search.base import Context, SearchRun, best, register
+from qstar.search.beam import grow
+from qstar.types import Node, Problem, Tree
+
+AGGREGATIONS = ("min", "last", "prod", "logprob")
+
+
+def g(node: Node, aggregation: str) -> float:
+    """The path's accumulated utility: min / last / product of step scores, or the sum of step log-probs."""
+    path = []
+    while node.step is not None:
+        path.append(node)
+        node = node.parent
+    if aggregation == "logprob":
+        return sum(n.step.logprob for n in path)
+    scores = [n.score if n.score is not None else 0.0 for n in path]
+    if aggregation == "min":
+        return min(scores, default=1.0)
+    if aggregation == "last":
+        return scores[0] if scores else 1.0
+    return math.prod(scores)
+
+
+@register("astar")
+@dataclass
+class AStar:
+    """Pop the best open node by f = g + λ·h (h: the scorer's value of the node), expand `k` children.
+
+    The first terminal node popped is the answer, as in Q*; nodes scored 0 are never expanded.
+    """
+
+    k: int = 4
+    lam: float = 1.0
+    aggregation: str = "min"
+    temperature: float = 1.0
+    max_expansions: int = 64
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {self.aggregation!r}")
+
+    def f(self, node: Node) -> float:
+        return g(node, self.aggregation) + self.lam * (node.score or 0.0)
+
+    def run(self, problem: Problem, ctx: Context) -> SearchRun:
+        tree = Tree(problem)
+        tie = itertools.count()
+        open_: list[tuple[float, int, Node]] = [(0.0, next(tie), tree.root)]
+        for _ in range(self.max_expansions):
+            if not open_:
+                break
+            _, _, node = heapq.heappop(open_)
+            if node.terminal:
+                tree.answer = node
+                return tree
+            children = yield from grow(tree, ctx, [node], self.k, self.temperature)
+            if children is None:
+                break
+            for child in children[0]:
+                if child.score:  # an illegal or hopeless step is never worth expanding
+                    heapq.heappush(open_, (-self.f(child), next(tie), child))
+        terminals = [n for n in tree.nodes() if n.terminal]
+        tree.answer = best(terminals) or best([n for _, _, n in open_])
+        return tree

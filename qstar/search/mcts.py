@@ -1,0 +1,75 @@
+"""MCTS with PUCT selection as in AlphaZero: policy priors, scorer values, backed-up means, visit counts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from qstar.search.base import (
+    Context,
+    SearchRun,
+    affordable,
+    best,
+    evaluate,
+    expand,
+    propose_cost,
+    register,
+    score_cost,
+    softmax_priors,
+    unique,
+)
+from qstar.types import Node, Problem, Tree
+
+
+def puct(parent: Node, child: Node, c: float) -> float:
+    """Q + U: the child's mean value (its scorer value before any visit) plus the prior-weighted bonus."""
+    q = child.value if child.visits else (child.score or 0.0)
+    return q + c * child.prior * math.sqrt(parent.visits) / (1 + child.visits)
+
+
+@register("mcts")
+@dataclass
+class MCTS:
+    """Each simulation walks down by PUCT to a leaf, expands it with `k` proposals (a fixed number of children),
+    scores them, and backs the leaf's value up the path. Terminal leaves back up their scored value."""
+
+    simulations: int = 64
+    k: int = 4
+    c_puct: float = 1.0
+    temperature: float = 1.0
+    stop_on_solution: bool = True  # end once a terminal path scores 1 (the verifier accepted it)
+
+    def run(self, problem: Problem, ctx: Context) -> SearchRun:
+        tree = Tree(problem)
+        tree.root.score = 0.0
+        for _ in range(self.simulations):
+            path = [tree.root]
+            while path[-1].children and not path[-1].terminal:
+                parent = path[-1]
+                path.append(max(parent.children, key=lambda ch, p=parent: puct(p, ch, self.c_puct)))
+            leaf = path[-1]
+            if not leaf.terminal:
+                if not affordable(tree, ctx, propose_cost(ctx, [leaf], self.k)):
+                    break
+                (children,) = yield from expand(tree, ctx, [leaf], self.k, self.temperature)
+                children = unique(children)
+                softmax_priors(children)
+                if not affordable(tree, ctx, score_cost(tree, ctx, children)):
+                    break
+                yield from evaluate(tree, ctx, children)
+            value = leaf.score or 0.0
+            for node in path:
+                node.visits += 1
+                node.value_sum += value
+            solved = [n for n in leaf.children if n.terminal and n.score == 1.0]
+            if self.stop_on_solution and (solved or (leaf.terminal and value == 1.0)):
+                break
+        terminals = [n for n in tree.nodes() if n.terminal]
+        tree.answer = best(terminals) or most_visited_leaf(tree.root)
+        return tree
+
+
+def most_visited_leaf(node: Node) -> Node:
+    while node.children:
+        node = max(node.children, key=lambda n: n.visits)
+    return node

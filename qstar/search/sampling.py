@@ -1,0 +1,101 @@
+"""Searches over whole trajectories: greedy, sample (pass@k), self-consistency and best-of-N."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import ClassVar
+
+from qstar.search.base import Context, SearchRun, affordable, best, evaluate, expand, register, score_cost
+from qstar.types import Node, Problem, Tree
+
+
+def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float, max_steps: int):
+    """Roll out up to `count` trajectories from the root in waves (all the budget allows when None).
+
+    Each step advances every unfinished trajectory of the wave with one batched request; a trajectory ends
+    at a terminal (complete or illegal) step. Returns the last node of each trajectory.
+    """
+    leaves: list[Node] = []
+    wave = 1 if temperature == 0 else 16
+    while count is None or len(leaves) < count:
+        size = wave if count is None else min(wave, count - len(leaves))
+        alive = [tree.root] * size
+        for _ in range(max_steps):
+            room = size if ctx.budget is None else max(0, (ctx.budget - tree.tokens) // ctx.step_tokens)
+            if room < len(alive):  # the budget cannot pay for every trajectory's next step
+                leaves += alive[room:]
+                alive = alive[:room]
+            if not alive:
+                break
+            nodes = [c for (c,) in (yield from expand(tree, ctx, alive, 1, temperature))]
+            leaves += [n for n in nodes if n.terminal]
+            alive = [n for n in nodes if not n.terminal]
+        leaves += alive
+        if not affordable(tree, ctx, ctx.step_tokens) or (count is None and ctx.budget is None):
+            break
+    return [leaf for leaf in leaves if leaf is not tree.root]
+
+
+@dataclass
+class Trajectories:
+    """Shared fields of the whole-trajectory searches: `n` trajectories, or all the budget allows when None."""
+
+    n: int | None = None
+    temperature: float = 1.0
+    max_steps: int = 16
+    unbudgeted_n: ClassVar[int] = 8  # how many when neither `n` nor a budget is given
+
+    def sample(self, problem: Problem, ctx: Context):
+        """Yields the policy requests; returns the tree and the last node of every trajectory."""
+        tree = Tree(problem)
+        n = self.n if self.n is not None or ctx.budget is not None else self.unbudgeted_n
+        leaves = yield from trajectories(tree, ctx, n, self.temperature, self.max_steps)
+        return tree, leaves
+
+
+@register("greedy", temperature=0.0, n=1)
+@register("sample", temperature=1.0)
+@dataclass
+class Sample(Trajectories):
+    """Solved if any of the trajectories is right: pass@n. The answer is a verified trajectory if there is one,
+    so this is an oracle upper bound unless n = 1 (`greedy` is n = 1 at temperature 0)."""
+
+    unbudgeted_n: ClassVar[int] = 1
+
+    def run(self, problem: Problem, ctx: Context) -> SearchRun:
+        tree, leaves = yield from self.sample(problem, ctx)
+        tree.answer = next((leaf for leaf in leaves if leaf.reward == 1.0), leaves[-1] if leaves else None)
+        return tree
+
+
+@register("self-consistency")
+@dataclass
+class SelfConsistency(Trajectories):
+    """Majority vote over the final answers of the sampled trajectories (Wang et al., 2022); no scorer."""
+
+    def run(self, problem: Problem, ctx: Context) -> SearchRun:
+        tree, leaves = yield from self.sample(problem, ctx)
+        finished = [leaf for leaf in leaves if leaf.terminal and leaf.legal]
+        keys = {leaf: ctx.task.answer_key(problem, leaf.texts()) for leaf in finished}
+        votes = Counter(k for k in keys.values() if k is not None)
+        if votes:
+            winner = votes.most_common(1)[0][0]
+            tree.answer = max((leaf for leaf in finished if keys[leaf] == winner), key=lambda n: n.step.logprob)
+        else:
+            tree.answer = leaves[-1] if leaves else None
+        return tree
+
+
+@register("best-of-n")
+@dataclass
+class BestOfN(Trajectories):
+    """Sampled trajectories; the answer is the complete one the scorer values most."""
+
+    def run(self, problem: Problem, ctx: Context) -> SearchRun:
+        tree, leaves = yield from self.sample(problem, ctx)
+        finished = [leaf for leaf in dict.fromkeys(leaves) if leaf.terminal]
+        if finished and affordable(tree, ctx, score_cost(tree, ctx, finished)):
+            yield from evaluate(tree, ctx, finished)
+        tree.answer = best(finished) or (leaves[-1] if leaves else None)
+        return tree

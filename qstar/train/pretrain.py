@@ -1,0 +1,115 @@
+"""`qstar pretrain`: teach the tiny model the rules (step format, legality, arithmetic) from random legal play.
+
+Problems are drawn in the style of both presets (Game of 24 and countdown) and played out by uniformly
+random legal moves whose results stay within `bound`; the target is drawn independently of the play, so
+the model learns the rules of the game but not how to win it. Loss is on the steps only, not the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from qstar.evaluate import summarize
+from qstar.policy.tiny import TinyPolicy, new_tiny_model
+from qstar.search import get_search, run_search
+from qstar.tasks.countdown import Countdown, random_play
+from qstar.train.pretrain_config import PretrainConfig
+from qstar.types import Problem
+
+
+def sample_game(rng: random.Random, cfg: PretrainConfig) -> tuple[Problem, list[str]]:
+    """A random problem of either preset and one random legal play of it."""
+    task = Countdown("game24" if rng.random() < cfg.game24_share else "countdown")
+    numbers, target = task.random_numbers(rng)
+    problem = Problem(id="", prompt=" ".join(map(str, numbers)), meta={"numbers": numbers, "target": target})
+    return problem, random_play(numbers, rng, cfg.bound)
+
+
+def make_batch(policy_tokenizer_encode, rng: random.Random, cfg: PretrainConfig, task: Countdown):
+    """Right-padded input ids, attention mask and labels (prompt and padding masked with -100)."""
+    seqs, prompt_lens = [], []
+    for _ in range(cfg.batch_size):
+        problem, steps = sample_game(rng, cfg)
+        prompt = task.render(problem, [])
+        full = policy_tokenizer_encode([prompt, task.render(problem, steps)])
+        seqs.append(full[1])
+        prompt_lens.append(len(full[0]))
+    width = max(map(len, seqs))
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100)
+    attention = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, (seq, p) in enumerate(zip(seqs, prompt_lens, strict=True)):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        labels[i, p : len(seq)] = ids[i, p : len(seq)]
+        attention[i, : len(seq)] = 1
+    return ids, attention, labels
+
+
+def legal_step_rate(policy: TinyPolicy, problems: list[Problem], task: Countdown) -> float:
+    """Share of legal steps when the policy plays each problem out greedily, stopping at an illegal step."""
+    trees = run_search(get_search("greedy"), problems, task, policy)
+    return summarize([trees], 0.0).legal_step_rate
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Train from scratch, save to `cfg.output_dir` (HF format) and return the final metrics."""
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    model, tokenizer = new_tiny_model(cfg.hidden, cfg.layers, cfg.heads, cfg.mlp)
+    task = Countdown()
+    eval_rng = random.Random(f"eval-{cfg.seed}")
+    eval_problems = [sample_game(eval_rng, cfg)[0] for _ in range(cfg.eval_problems)]
+    encode = TinyPolicy(model, tokenizer).encode
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+    def schedule(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history: list[dict] = []
+    start = time.time()
+    columns = [
+        TextColumn("pretrain"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+    ]
+    with Progress(*columns, TimeRemainingColumn()) as progress:
+        bar = progress.add_task("train", total=cfg.steps, loss=float("nan"))
+        for step in range(cfg.steps):
+            model.train()
+            ids, attention, labels = make_batch(encode, rng, cfg, task)
+            loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.update(bar, advance=1, loss=loss.item())
+            record = {"step": step + 1, "loss": loss.item(), "seconds": time.time() - start}
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                policy = TinyPolicy(model, tokenizer)
+                record["legal_step_rate"] = legal_step_rate(policy, eval_problems, task)
+                progress.console.print(
+                    f"step {step + 1}: loss {loss.item():.3f}, legal steps {record['legal_step_rate']:.1%}"
+                )
+            history.append(record)
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    metrics = {"config": asdict(cfg), "final": history[-1], "history": history[:: max(1, cfg.steps // 100)]}
+    (out / "qstar_pretrain.json").write_text(json.dumps(metrics, indent=1))
+    return metrics

@@ -1,0 +1,102 @@
+"""The tiny policy: tokenizer, checkpoints, the lean decoder, batched step proposals."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoTokenizer, LlamaForCausalLM
+
+from qstar.policy.tiny import TinyPolicy
+from qstar.policy.tokenizer import CHARS, char_tokenizer
+
+TOKENIZER = char_tokenizer()
+PREFIXES = [
+    "Input: 4 9 10 13 Target: 24\n",
+    "Input: 1 2 3 Target: 6\n3 - 2 = 1 (left: 1 1)\n",
+    "Input: 97 5 Target: 10\n",
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.sampled_from(CHARS), max_size=80))
+def test_tokenizer_round_trip_is_one_token_per_character(text):
+    ids = TOKENIZER(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)
+    assert TOKENIZER.decode(ids) == text
+
+
+def test_save_and_load_give_identical_logits(tmp_path, random_model):
+    model, tokenizer = random_model
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    again, tok2 = LlamaForCausalLM.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    ids = torch.tensor([tokenizer("Input: 4 9 10 13 Target: 24\n")["input_ids"]])
+    assert tok2("Input: 4 9")["input_ids"] == tokenizer("Input: 4 9")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+
+
+def test_lean_decoder_matches_the_hf_forward(random_model):
+    """Batched, left-padded prefill through the lean decoder gives the HF model's last-position logits."""
+    model, tokenizer = random_model
+    policy = TinyPolicy(model, tokenizer)
+    encoded = policy.encode(PREFIXES)
+    width = max(map(len, encoded))
+    ids = torch.zeros(len(encoded), width, dtype=torch.long)
+    valid = torch.zeros(len(encoded), width, dtype=torch.bool)
+    for i, seq in enumerate(encoded):
+        ids[i, width - len(seq) :], valid[i, width - len(seq) :] = torch.tensor(seq), True
+    mask = (torch.ones(width, width, dtype=torch.bool).tril() & (valid[:, None] | torch.eye(width, dtype=torch.bool)))[
+        :, None
+    ]
+    logits = policy.decoder.forward(
+        ids, (valid.cumsum(1) - 1).clamp(min=0), policy.decoder.new_cache(3, width), 0, mask
+    )
+    with torch.no_grad():
+        for i, seq in enumerate(encoded):
+            torch.testing.assert_close(logits[i], model(torch.tensor([seq])).logits[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_proposals_match_hf_generate(random_model):
+    """Our KV-cached loop and transformers' own generate produce the same greedy tokens."""
+    model, tokenizer = random_model
+    policy = TinyPolicy(model, tokenizer, max_step_tokens=12)
+    for prefix in PREFIXES:
+        (step,) = policy.propose([prefix])[0]
+        ids = torch.tensor(policy.encode([prefix]))
+        out = model.generate(
+            ids,
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=[policy.separator_id, tokenizer.eos_token_id],
+            pad_token_id=0,
+        )
+        generated = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        assert generated.split("\n")[0] == step.text
+        assert step.tokens == out.shape[1] - ids.shape[1]
+
+
+def test_batching_does_not_change_greedy_steps(shipped_policy):
+    alone = [shipped_policy.propose([p])[0][0] for p in PREFIXES]
+    together = [s[0] for s in shipped_policy.propose(PREFIXES)]
+    assert [s.text for s in alone] == [s.text for s in together]
+    for a, b in zip(alone, together, strict=True):
+        assert abs(a.logprob - b.logprob) < 1e-4
+
+
+def test_generation_stops_at_the_separator(shipped_policy):
+    """Every proposal is one line: the separator ends it and is counted but not returned."""
+    out = shipped_policy.propose(PREFIXES, n=8, temperature=1.0)
+    assert [len(r) for r in out] == [8, 8, 8]
+    for steps in out:
+        for step in steps:
+            assert "\n" not in step.text
+            assert step.tokens == len(step.text) + 1  # the separator
+            assert step.logprob < 0
+
+
+def test_sampling_is_seeded(shipped_policy):
+    shipped_policy.seed(3)
+    a = [s.text for s in shipped_policy.propose(PREFIXES, n=4, temperature=1.0)[0]]
+    shipped_policy.seed(3)
+    b = [s.text for s in shipped_policy.propose(PREFIXES, n=4, temperature=1.0)[0]]
+    assert a == b

@@ -1,0 +1,165 @@
+"""Searches: they find known solutions, keep to their budgets and widths, batch problems, save their trees."""
+
+import json
+import subprocess
+
+import pytest
+
+from qstar.evaluate import check_no_leak, evaluate
+from qstar.io import load_trees, save_trees
+from qstar.scorers import CheckerScorer, RolloutScorer, VerifierScorer
+from qstar.search import SEARCHES, get_search, run_search
+from qstar.tasks import QstarError, get_task
+from qstar.tasks.countdown import Countdown, make_problem, solve
+from tests.scripted import ScriptedPolicy
+from tests.test_cli import QSTAR
+
+TASK = Countdown()
+# small problems with few solutions among many legal plays; greedy (first legal move) fails on each
+SMALL = [
+    make_problem(f"s{i}", nums, t) for i, (nums, t) in enumerate([([1, 2, 3], 9), ([2, 5, 6], 17), ([3, 5, 7], 8)])
+]
+SEARCHING = sorted(set(SEARCHES) - {"greedy", "self-consistency"})  # a majority vote need not find it
+
+
+def test_small_problems_are_hard_for_greedy_but_solvable():
+    for p in SMALL:
+        assert solve(p.meta["numbers"], p.meta["target"])
+    trees = run_search(get_search("greedy"), SMALL, TASK, ScriptedPolicy())
+    assert not any(t.solved for t in trees)
+
+
+@pytest.mark.parametrize("name", SEARCHING)
+def test_every_search_finds_the_known_solution(name):
+    """The verifier scorer prunes nothing legal and accepts only a real solution, so a wide enough search finds it."""
+    policy = ScriptedPolicy(seed=1)
+    scorer = VerifierScorer(TASK)
+    wide = {
+        "beam": {"k": 16, "width": 16},
+        "sample": {"n": 300},
+        "best-of-n": {"n": 300},
+        "dvts": {"subtrees": 16, "k": 16},
+    }
+    search = get_search(name, **wide.get(name, {"k": 16}))
+    trees = run_search(search, SMALL, TASK, policy, scorer, budget=50_000)
+    assert all(t.solved for t in trees), [t.best_path() for t in trees]
+    for t in trees:
+        assert TASK.verify(t.problem, [s.text for s in t.answer.path()])
+
+
+def test_self_consistency_votes_for_the_most_common_answer():
+    policy = ScriptedPolicy(seed=0)
+    problem = make_problem("p", [2, 3], 5)  # moves: 3+2=5, 3*2=6, 3-2=1: each answer about a third
+    (tree,) = run_search(get_search("self-consistency", n=30), [problem], TASK, policy)
+    finals = [n for n in tree.nodes() if n.terminal]
+    assert len(finals) == 3
+    votes = {n.texts()[0]: 0 for n in finals}
+    # the tree merges repeated steps, so count proposals by re-drawing with the same seed
+    policy.seed(0)
+    for (step,) in policy.propose(["Input: 2 3 Target: 5\n"] * 30, n=1, temperature=1.0):
+        votes[step.text] = votes.get(step.text, 0) + 1
+    assert tree.answer.texts()[0] == max(votes, key=votes.get)
+
+
+def test_rollout_values():
+    policy = ScriptedPolicy(seed=5)
+    problem = make_problem("p", [1, 2, 3], 9)
+    scores = RolloutScorer(TASK, policy, k=20).score(
+        [problem] * 4,
+        [
+            ["2 + 1 = 3 (left: 3 3)"],
+            ["3 - 1 = 2 (left: 2 2)"],
+            ["bad"],
+            ["2 + 1 = 3 (left: 3 3)", "3 * 3 = 9 (left: 9)"],
+        ],
+    )
+    good, hopeless, illegal, done = scores.values
+    assert 0 < good < 1 and hopeless == 0 and illegal == 0 and done == 1
+    assert scores.tokens[0] > 0 and scores.tokens[2] == scores.tokens[3] == 0
+    assert RolloutScorer(TASK, policy, k=20).max_tokens(problem, ["2 + 1 = 3 (left: 3 3)"]) == 20 * 1 * 40
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHES))
+@pytest.mark.parametrize("budget", [30, 150, 700])
+def test_budgets_are_never_exceeded(name, budget):
+    policy = ScriptedPolicy(seed=2, junk=0.2)
+    problems = [make_problem("p", [4, 9, 10, 13], 24), *SMALL]
+    trees = run_search(get_search(name), problems, TASK, policy, RolloutScorer(TASK, policy, k=3), budget=budget)
+    for tree in trees:
+        assert tree.tokens <= budget
+        assert tree.tokens >= sum(n.step.tokens for n in tree.nodes() if n.step)  # repeated steps merge
+
+
+def test_mcts_visit_counts_add_up_to_its_simulations():
+    search = get_search("mcts", simulations=40, stop_on_solution=False)
+    (tree,) = run_search(search, [make_problem("p", [4, 9, 10, 13], 24)], TASK, ScriptedPolicy(), CheckerScorer(TASK))
+    assert tree.root.visits == 40
+    for node in tree.nodes():
+        if node.children and not node.terminal:
+            assert node.visits == 1 + sum(c.visits for c in node.children)
+        assert node.visits == 0 or node.score is not None
+    priors = [c.prior for c in tree.root.children]
+    assert abs(sum(priors) - 1) < 1e-9
+
+
+def test_beam_never_keeps_more_than_its_width():
+    search = get_search("beam", width=2, k=6)
+    policy = ScriptedPolicy(seed=3)
+    (tree,) = run_search(search, [make_problem("p", [4, 9, 10, 13], 24)], TASK, policy, RolloutScorer(TASK, policy, 2))
+    by_depth: dict[int, int] = {}
+    for node in tree.nodes():
+        if node.children and node.step is not None:
+            by_depth[len(node.path())] = by_depth.get(len(node.path()), 0) + 1
+    assert by_depth and max(by_depth.values()) <= 2
+
+
+def test_astar_rejects_unknown_aggregation():
+    with pytest.raises(ValueError, match="aggregation"):
+        get_search("astar", aggregation="mean")
+
+
+def test_batching_across_problems_changes_nothing_for_a_deterministic_search(shipped_policy):
+    task = get_task("game24")
+    problems = task.problems("test")[:12]
+    one = run_search(get_search("greedy"), problems, task, shipped_policy, batch_size=1)
+    many = run_search(get_search("greedy"), problems, task, shipped_policy, batch_size=64)
+    assert [t.answer.texts() for t in one] == [t.answer.texts() for t in many]
+    assert [t.tokens for t in one] == [t.tokens for t in many]
+
+
+def test_trees_round_trip_through_the_saved_file(tmp_path):
+    policy = ScriptedPolicy(seed=4, junk=0.1)
+    trees = run_search(get_search("mcts", simulations=10), SMALL, TASK, policy, RolloutScorer(TASK, policy, 2))
+    path = tmp_path / "trees.jsonl.gz"
+    save_trees(path, trees, search="mcts")
+    again = load_trees(path)
+    assert [t.to_dict() for t in again] == [t.to_dict() for t in trees]
+    assert [t.solved for t in again] == [t.solved for t in trees]
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed into place
+
+
+def test_seeds_give_a_spread_and_evaluation_refuses_a_leaking_verifier():
+    policy = ScriptedPolicy()
+    result, runs = evaluate(TASK, SMALL, policy, get_search("sample", n=1), seeds=4, show_progress=False)
+    assert len(runs) == 4 and result.seeds == 4 and 0 <= result.accuracy_std <= 0.5
+    leaky = Countdown()
+    leaky.verifier_needs_reference = True
+    with pytest.raises(QstarError, match="reference answer"):
+        check_no_leak(leaky, VerifierScorer(leaky))
+    check_no_leak(leaky, CheckerScorer(leaky))
+
+
+def test_compare_end_to_end_with_the_real_policy(tmp_path):
+    args = ["compare", "--task", "game24", "--split", "test", "--limit", "4", "--seeds", "2", "--out", str(tmp_path)]
+    args += ["--searches", "greedy,beam,mcts", "--budgets", "300,900", "--scorer", "rollouts", "--rollouts", "2"]
+    out = subprocess.run([*QSTAR, *args], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "compare.json").read_text())
+    assert [(r["search"], r["budget"]) for r in rows] == [
+        (s, b) for s in ("greedy", "beam", "mcts") for b in (300, 900)
+    ]
+    for r in rows:
+        assert r["n"] == 4 and r["seeds"] == 2 and r["tokens_per_problem"] <= r["budget"]
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| beam | 900 |" in (tmp_path / "compare.md").read_text()
+    assert "mcts" in out.stdout
