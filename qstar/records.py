@@ -1,0 +1,98 @@
+"""Training data from search trees, in TRL's column formats, as pure functions over saved trees.
+
+- SFT: `prompt`/`completion` from verified solutions (rejection sampling), deduplicated.
+- Step-wise value / PRM: `prompt`/`completions`/`labels`, one record per root-to-terminal path, a label per
+  step: `mc` (soft: the share of verified terminal descendants, a Monte-Carlo estimate from the tree's own
+  trajectories) or `hard` (1 if any descendant is verified, as Math-Shepherd's hard estimation).
+- Step-level preferences: `prompt`/`chosen`/`rejected`, sibling steps under the same prefix whose values
+  differ by at least `margin`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from qstar.tasks.base import Task
+from qstar.types import Node, Tree
+
+
+def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
+    """A value per non-root node from the verified terminals below it; nodes with none below use their score."""
+    if kind not in ("mc", "hard"):
+        raise ValueError(f"label kind must be 'mc' or 'hard', not {kind!r}")
+    values: dict[Node, float] = {}
+
+    def visit(node: Node) -> tuple[int, int]:  # (verified terminals, terminals) below and at node
+        if node.terminal:
+            counts = (int(node.reward == 1.0), 1)
+        else:
+            below = [visit(c) for c in node.children]
+            counts = (sum(w for w, _ in below), sum(n for _, n in below))
+        wins, total = counts
+        if node.step is not None:
+            if total:
+                values[node] = (wins / total) if kind == "mc" else float(wins > 0)
+            elif node.score is not None:
+                values[node] = node.score if kind == "mc" else float(node.score > 0)
+        return counts
+
+    visit(tree.root)
+    return values
+
+
+def sft_records(trees: Iterable[Tree], task: Task) -> list[dict]:
+    """One record per distinct verified solution."""
+    seen, records = set(), []
+    for tree in trees:
+        prompt = task.render(tree.problem, [])
+        for node in tree.solutions():
+            completion = "".join(text + task.separator for text in node.texts())
+            if (prompt, completion) not in seen:
+                seen.add((prompt, completion))
+                records.append({"prompt": prompt, "completion": completion})
+    return records
+
+
+def value_records(trees: Iterable[Tree], task: Task, kind: str = "mc") -> list[dict]:
+    """One record per root-to-terminal path, labelled step by step."""
+    records = []
+    for tree in trees:
+        values = node_values(tree, kind)
+        prompt = task.render(tree.problem, [])
+        for leaf in (n for n in tree.nodes() if n.terminal):
+            path = path_nodes(leaf)
+            if all(n in values for n in path):
+                records.append(
+                    {"prompt": prompt, "completions": [n.step.text for n in path], "labels": [values[n] for n in path]}
+                )
+    return records
+
+
+def preference_records(trees: Iterable[Tree], task: Task, margin: float = 0.3) -> list[dict]:
+    """For each prefix with valued children: the best child step against the worst, if they differ by `margin`."""
+    records = []
+    for tree in trees:
+        values = node_values(tree, "mc")
+        for node in tree.nodes():
+            kids = [c for c in node.children if c in values]
+            if len(kids) < 2:
+                continue
+            hi = max(kids, key=lambda c: values[c])
+            lo = min(kids, key=lambda c: values[c])
+            if values[hi] - values[lo] >= margin:
+                records.append(
+                    {
+                        "prompt": task.render(tree.problem, node.texts()),
+                        "chosen": hi.step.text + task.separator,
+                        "rejected": lo.step.text + task.separator,
+                    }
+                )
+    return records
+
+
+def path_nodes(node: Node) -> list[Node]:
+    nodes = []
+    while node.step is not None:
+        nodes.append(node)
+        node = node.parent
+    return nodes[::-1]
