@@ -73,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
     add_model_args(cmp)
 
+    imp = sub.add_parser("improve", help="the self-improvement loop: search, train policy and value, evaluate, repeat")
+    imp.add_argument("--run-dir", required=True, help="folder for every artifact of the run (trees, records, models)")
+    imp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
+    from qstar.improve_config import ImproveConfig
+
+    for f in fields(ImproveConfig):
+        if isinstance(f.default, bool):
+            imp.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+        elif f.name not in ("sft", "dpo_train", "value"):
+            kind = int if f.name == "eval_limit" else type(f.default)
+            imp.add_argument(
+                f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default: {f.default})"
+            )
+    imp.add_argument("--sft-epochs", type=float, default=None, help="override SFT epochs")
+    imp.add_argument("--value-epochs", type=float, default=None, help="override value-model epochs")
+
     from qstar.train.pretrain_config import PretrainConfig
 
     pre = sub.add_parser("pretrain", help="train the tiny policy from scratch on random legal play (rules only)")
@@ -207,16 +223,44 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
     return pretrain(cfg)["final"]
 
 
+def cmd_improve(args: argparse.Namespace) -> dict:
+    from qstar.improve import Improve
+    from qstar.improve_config import ImproveConfig
+    from qstar.search import get_search
+
+    names = {f.name for f in fields(ImproveConfig)} - {"sft", "dpo_train", "value"}
+    cfg = ImproveConfig(**{name: getattr(args, name) for name in names})
+    if args.sft_epochs is not None:
+        cfg.sft["epochs"] = args.sft_epochs
+    if args.value_epochs is not None:
+        cfg.value["epochs"] = args.value_epochs
+    get_search(cfg.data_search), get_search(cfg.eval_search)  # unknown names fail before any work
+    for flag in ("iterations", "train_problems", "data_budget", "eval_budget", "rollouts"):
+        positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
+    return {"rows": Improve(cfg, args.run_dir, args.resume).run(), "run_dir": args.run_dir}
+
+
 COMMANDS = {
     "solve": (cmd_solve, print_solve),
     "eval": (cmd_eval, print_eval),
     "compare": (cmd_compare, print_compare),
+    "improve": (cmd_improve, lambda r, c: c.print(f"metrics in {r['run_dir']}/metrics.jsonl, plots in improve.png")),
     "pretrain": (cmd_pretrain, lambda r, c: c.print(r)),
 }
 
 
+def quiet_transformers() -> None:
+    """Keep transformers' load reports and progress bars out of qstar's own output."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("solve", "eval", "compare", "improve", "pretrain"):
+        quiet_transformers()
     run, show = COMMANDS[args.command]
     try:
         result = run(args)

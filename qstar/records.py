@@ -1,6 +1,7 @@
 """Training data from search trees, in TRL's column formats, as pure functions over saved trees.
 
-- SFT: `prompt`/`completion` from verified solutions (rejection sampling), deduplicated.
+- SFT: `prompt`/`completion` from verified solutions (rejection sampling), deduplicated; optionally with
+  hindsight relabelling of the legal plays that missed the target.
 - Step-wise value / PRM: `prompt`/`completions`/`labels`, one record per root-to-terminal path, a label per
   step: `mc` (soft: the share of verified terminal descendants, a Monte-Carlo estimate from the tree's own
   trajectories) or `hard` (1 if any descendant is verified, as Math-Shepherd's hard estimation).
@@ -40,16 +41,27 @@ def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
     return values
 
 
-def sft_records(trees: Iterable[Tree], task: Task) -> list[dict]:
-    """One record per distinct verified solution."""
+def sft_records(trees: Iterable[Tree], task: Task, hindsight: bool = False) -> list[dict]:
+    """One record per distinct verified solution; with `hindsight`, also every legal complete play as the
+    solution of the problem it does solve (`task.relabel`: countdown sets the target to the number reached)."""
     seen, records = set(), []
+
+    def add(problem, node: Node) -> None:
+        prompt = task.render(problem, [])
+        completion = "".join(text + task.separator for text in node.texts())
+        if (prompt, completion) not in seen:
+            seen.add((prompt, completion))
+            records.append({"prompt": prompt, "completion": completion})
+
     for tree in trees:
-        prompt = task.render(tree.problem, [])
         for node in tree.solutions():
-            completion = "".join(text + task.separator for text in node.texts())
-            if (prompt, completion) not in seen:
-                seen.add((prompt, completion))
-                records.append({"prompt": prompt, "completion": completion})
+            add(tree.problem, node)
+        if hindsight:
+            for node in tree.nodes():
+                if node.terminal and node.legal and node.reward != 1.0:
+                    relabelled = task.relabel(tree.problem, node.texts())
+                    if relabelled is not None:
+                        add(relabelled, node)
     return records
 
 

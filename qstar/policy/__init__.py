@@ -10,11 +10,7 @@ from qstar.tasks.base import QstarError
 
 
 def load_policy(spec: str = "tiny", seed: int = 0) -> Policy:
-    from transformers.utils import logging
-
     from qstar.policy.tiny import TinyPolicy
-
-    logging.disable_progress_bar()
 
     path = DEFAULT_POLICY if spec == "tiny" else Path(spec)
     if not (path / "config.json").is_file():

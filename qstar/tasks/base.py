@@ -53,6 +53,10 @@ class Task(Protocol):
         """What a complete solution answers, for majority votes (countdown: the number reached)."""
         ...
 
+    def relabel(self, problem: Problem, steps: list[str]) -> Problem | None:
+        """Hindsight relabelling: a problem that this complete play solves, or None where the task has none."""
+        ...
+
     def final_answer(self, problem: Problem, steps: list[str]) -> str | None:
         """The answer a solution states (for countdown, the full expression), or None."""
         ...

@@ -224,6 +224,13 @@ class Countdown:
         left = self.left_after(problem, steps)
         return str(left[0]) if left is not None and len(left) == 1 else None
 
+    def relabel(self, problem: Problem, steps: list[str]) -> Problem | None:
+        """Hindsight: the problem this legal complete play solves (its target set to the number reached)."""
+        left = self.left_after(problem, steps)
+        if left is None or len(left) != 1:
+            return None
+        return make_problem(f"{problem.id}-to-{left[0]}", problem.meta["numbers"], left[0], hindsight=True)
+
     def final_answer(self, problem: Problem, steps: list[str]) -> str | None:
         """The full expression of a legal solution, e.g. `(10 - 4) * (13 - 9)`."""
         exprs = [(n, str(n)) for n in problem.meta["numbers"]]

@@ -1,0 +1,237 @@
+"""`qstar improve`: the Q* loop. Each iteration: search the train split with the current policy and value
+model → save the trees → extract records → train the policy (SFT, step-DPO) and the value model → evaluate
+greedy and search on the test split → append to metrics.jsonl and redraw the plots.
+
+Every stage writes its output atomically (files through a temporary name, checkpoints through a temporary
+folder), and a stage whose output exists is finished: `--resume` continues from the first unfinished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from qstar.checkpoints import DEFAULT_POLICY
+from qstar.evaluate import evaluate
+from qstar.improve_config import ImproveConfig
+from qstar.io import atomic_write, load_trees, save_trees
+from qstar.policy.tiny import TinyPolicy
+from qstar.records import preference_records, sft_records, value_records
+from qstar.scorers import RolloutScorer
+from qstar.scorers.value import ValueScorer
+from qstar.search import get_search
+from qstar.tasks import QstarError, get_task
+from qstar.train.dpo import DPOConfig, train_dpo
+from qstar.train.sft import SFTConfig, train_sft
+from qstar.train.value import ValueConfig, train_value, value_model_from
+
+console = Console(stderr=True)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_checkpoint(model, tokenizer, path: Path) -> None:
+    """Write to a temporary folder, then rename: a folder named `path` is always a whole checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(path)
+
+
+class Improve:
+    """The stages of one run, each skipped when its output already exists."""
+
+    def __init__(self, cfg: ImproveConfig, run_dir: str | Path, resume: bool = False):
+        self.cfg, self.dir = cfg, Path(run_dir)
+        self.task = get_task(cfg.task)
+        saved = self.dir / "config.json"
+        if saved.exists():
+            if not resume:
+                raise QstarError(
+                    f"{self.dir} holds a run already: pass --resume to continue it, or pick another --run-dir"
+                )
+            if json.loads(saved.read_text()) != asdict(cfg):
+                raise QstarError(f"{saved} differs from this command's settings: resume with the same settings")
+        else:
+            atomic_write(saved, json.dumps(asdict(cfg), indent=1).encode())
+        self.test = self.task.problems("test" if cfg.task == "game24" else "val_target", limit=cfg.eval_limit)
+        self.train = self.task.problems("train")
+
+    # ---- paths and models ---------------------------------------------------------------------------------
+
+    def it(self, k: int) -> Path:
+        return self.dir / f"iter-{k}"
+
+    def policy_path(self, k: int) -> Path:
+        return (
+            DEFAULT_POLICY
+            if k == 0 and self.cfg.policy == "tiny"
+            else (Path(self.cfg.policy) if k == 0 else self.it(k) / "policy")
+        )
+
+    def policy(self, k: int) -> TinyPolicy:
+        return TinyPolicy.from_pretrained(self.policy_path(k), seed=self.cfg.seed + k)
+
+    def scorer(self, k: int, policy: TinyPolicy):
+        """Rollouts until a value model exists, then the latest value model (with the ground truth)."""
+        if k == 0:
+            return RolloutScorer(self.task, policy, k=self.cfg.rollouts)
+        return ValueScorer.from_pretrained(self.it(k) / "value", self.task)
+
+    # ---- stages -------------------------------------------------------------------------------------------
+
+    def search(self, k: int) -> None:
+        """Trees of the current models on a seeded sample of train problems."""
+        out = self.it(k) / "trees.jsonl.gz"
+        if out.exists():
+            return
+        problems = random.Random(self.cfg.seed * 1000 + k).sample(
+            self.train, min(self.cfg.train_problems, len(self.train))
+        )
+        policy = self.policy(k - 1)
+        scorer = self.scorer(k - 1, policy)
+        console.print(f"iteration {k}: searching {len(problems)} train problems ({self.cfg.data_search})")
+        result, (trees,) = evaluate(
+            self.task, problems, policy, get_search(self.cfg.data_search), scorer, self.cfg.data_budget
+        )
+        save_trees(out, trees)
+        console.print(
+            f"  solved {result.solved:g}/{len(problems)} train problems, {result.tokens_per_problem:.0f} tokens each"
+        )
+
+    def records(self, k: int) -> None:
+        """SFT, value and preference records from every iteration's trees so far (a replay of all the data)."""
+        names = ("value.jsonl", "preferences.jsonl", "sft.jsonl")  # sft last: its presence marks the stage done
+        if (self.it(k) / names[-1]).exists():
+            return
+        trees = load_trees(self.it(k) / "trees.jsonl.gz")
+        earlier = [t for j in range(1, k) for t in load_trees(self.it(j) / "trees.jsonl.gz")]
+        write_jsonl(self.it(k) / "value.jsonl", value_records(earlier + trees, self.task))
+        write_jsonl(self.it(k) / "preferences.jsonl", preference_records(trees, self.task, self.cfg.preference_margin))
+        write_jsonl(self.it(k) / "sft.jsonl", sft_records(earlier + trees, self.task, hindsight=self.cfg.hindsight))
+
+    def train_policy(self, k: int) -> None:
+        out = self.it(k) / "policy"
+        if out.exists():
+            return
+        previous = self.policy_path(k - 1)
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(previous), AutoTokenizer.from_pretrained(previous)
+        history = {"sft": train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), SFTConfig(**self.cfg.sft))}
+        pairs = read_jsonl(self.it(k) / "preferences.jsonl")
+        if self.cfg.dpo and pairs:
+            reference = AutoModelForCausalLM.from_pretrained(previous)
+            reference.load_state_dict(model.state_dict())  # DPO's reference: the policy after SFT
+            history["dpo"] = train_dpo(model, reference, tokenizer, pairs, DPOConfig(**self.cfg.dpo_train))
+        atomic_write(self.it(k) / "policy_history.json", json.dumps(history).encode())
+        save_checkpoint(model, tokenizer, out)
+
+    def train_value(self, k: int) -> None:
+        out = self.it(k) / "value"
+        if out.exists():
+            return
+        start = self.it(k - 1) / "value" if k > 1 else self.it(k) / "policy"
+        model, tokenizer = value_model_from(start)
+        history = train_value(model, tokenizer, read_jsonl(self.it(k) / "value.jsonl"), ValueConfig(**self.cfg.value))
+        atomic_write(self.it(k) / "value_history.json", json.dumps(history).encode())
+        save_checkpoint(model, tokenizer, out)
+
+    def evaluate(self, k: int) -> dict:
+        """Greedy and search accuracy on the test split with iteration k's models."""
+        out = self.it(k) / "eval.json"
+        if out.exists():
+            return json.loads(out.read_text())
+        policy = self.policy(k)
+        greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"))
+        search, _ = evaluate(
+            self.task, self.test, policy, get_search(self.cfg.eval_search), self.scorer(k, policy), self.cfg.eval_budget
+        )
+        row = {
+            "iteration": k,
+            "greedy_accuracy": greedy.accuracy,
+            "greedy_legal_step_rate": greedy.legal_step_rate,
+            "search": self.cfg.eval_search,
+            "search_accuracy": search.accuracy,
+            "search_tokens_per_problem": search.tokens_per_problem,
+            "scorer": "rollouts" if k == 0 else "value",
+        }
+        atomic_write(out, json.dumps(row).encode())
+        return row
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+
+    def run(self) -> list[dict]:
+        rows = [self.evaluate(0)]
+        self.report(rows)
+        for k in range(1, self.cfg.iterations + 1):
+            (self.it(k)).mkdir(parents=True, exist_ok=True)
+            self.search(k)
+            self.records(k)
+            self.train_policy(k)
+            self.train_value(k)
+            rows.append(self.evaluate(k))
+            self.report(rows)
+        return rows
+
+    def report(self, rows: list[dict]) -> None:
+        """Rewrite metrics.jsonl from the finished evaluations (never appended twice) and redraw the plots."""
+        write_jsonl(self.dir / "metrics.jsonl", rows)
+        plot(rows, self.dir)
+        console.print(table(rows))
+
+
+def table(rows: list[dict]) -> Table:
+    t = Table(title="qstar improve: accuracy on the test split per iteration")
+    for col in ("iteration", "greedy", "legal steps", "search", "search tokens", "scorer"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            str(r["iteration"]),
+            f"{r['greedy_accuracy']:.1%}",
+            f"{r['greedy_legal_step_rate']:.1%}",
+            f"{r['search_accuracy']:.1%}",
+            f"{r['search_tokens_per_problem']:.0f}",
+            r["scorer"],
+        )
+    return t
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r["iteration"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(its, [r["greedy_accuracy"] for r in rows], marker="o", label="greedy")
+    a.plot(its, [r["search_accuracy"] for r in rows], marker="o", label=f"{rows[0]['search']} search")
+    a.set(xlabel="iteration", ylabel="test accuracy", ylim=(-0.02, 1.02), title="accuracy per iteration")
+    a.set_xticks(its)
+    for r in rows:
+        b.scatter(r["search_tokens_per_problem"], r["search_accuracy"], label=f"iteration {r['iteration']}")
+    b.set(
+        xlabel="generated tokens per problem", ylabel="search accuracy", ylim=(-0.02, 1.02), title="accuracy vs tokens"
+    )
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(out / "improve.png", buf.getvalue())

@@ -1,0 +1,93 @@
+"""`qstar improve` end to end with the real tiny policy: learning happens, and a killed run resumes cleanly."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from qstar.evaluate import evaluate
+from qstar.improve import Improve
+from qstar.improve_config import ImproveConfig
+from qstar.io import load_trees
+from qstar.policy.tiny import TinyPolicy
+from qstar.search import get_search
+from qstar.tasks import get_task
+from tests.test_cli import QSTAR
+
+SMALL = ["--train-problems", "24", "--data-search", "sample", "--data-budget", "1200"]
+SMALL += ["--eval-limit", "6", "--eval-search", "best-of-n", "--eval-budget", "300", "--sft-epochs", "4"]
+SMALL += ["--value-epochs", "1"]
+
+
+def small_config(**kw) -> ImproveConfig:
+    cfg = ImproveConfig(
+        train_problems=24,
+        data_search="sample",
+        data_budget=1200,
+        eval_limit=6,
+        eval_search="best-of-n",
+        eval_budget=300,
+    )
+    cfg.sft["epochs"], cfg.value["epochs"] = 4.0, 1.0
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_two_iterations_raise_greedy_accuracy_on_the_training_problems(tmp_path):
+    cfg = small_config(iterations=2)
+    run = Improve(cfg, tmp_path)
+    rows = run.run()
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    task = get_task("game24")
+    problems = [t.problem for k in (1, 2) for t in load_trees(tmp_path / f"iter-{k}" / "trees.jsonl.gz")]
+    before, _ = evaluate(
+        task, problems, TinyPolicy.from_pretrained(run.policy_path(0)), get_search("greedy"), show_progress=False
+    )
+    after, _ = evaluate(
+        task, problems, TinyPolicy.from_pretrained(run.policy_path(2)), get_search("greedy"), show_progress=False
+    )
+    assert after.accuracy > before.accuracy
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [0, 1, 2]
+    assert (tmp_path / "improve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def files(run: Path) -> dict[str, bytes]:
+    """Every file of a run, trees decompressed, leaving out the timing-bearing training histories."""
+    out = {}
+    for path in sorted(run.rglob("*")):
+        if path.is_file() and "history" not in path.name:
+            data = path.read_bytes()
+            out[str(path.relative_to(run))] = gzip.decompress(data) if path.suffix == ".gz" else data
+    return out
+
+
+def test_a_killed_run_resumes_to_the_same_files(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    args = ["improve", "--iterations", "1", *SMALL]
+    subprocess.run([*QSTAR, *args, "--run-dir", str(whole)], check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(
+        [*QSTAR, *args, "--run-dir", str(killed)], stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while not (killed / "iter-1" / "sft.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-iteration: records written, the policy still training
+    proc.wait()
+    assert not (killed / "iter-1" / "eval.json").exists()
+
+    again = subprocess.run([*QSTAR, *args, "--run-dir", str(killed)], capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr  # never silently mixed with an old run
+    subprocess.run([*QSTAR, *args, "--run-dir", str(killed), "--resume"], check=True, capture_output=True, timeout=600)
+
+    done, reference = files(killed), files(whole)
+    assert sorted(done) == sorted(reference)
+    assert not [name for name in done if name.endswith(".tmp") or "/." in name]
+    for name in ("iter-1/trees.jsonl", "iter-1/sft.jsonl", "iter-1/value.jsonl", "metrics.jsonl"):
+        key = name + ".gz" if name.endswith("trees.jsonl") else name
+        assert done[key] == reference[key], name
