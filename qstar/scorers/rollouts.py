@@ -51,5 +51,8 @@ class RolloutScorer:
         return Scores(values, tokens, calls)
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:
+        """Rollouts run only from legal partial paths: up to `k` completions of the remaining steps."""
+        if VerifierScorer(self.task).value(problem, path) != VerifierScorer.partial:
+            return 0
         remaining = max(0, self.task.max_steps(problem) - len(path))
         return self.k * remaining * self.policy.max_step_tokens

@@ -35,7 +35,8 @@ def g(node: Node, aggregation: str) -> float:
 class AStar:
     """Pop the best open node by f = g + λ·h (h: the scorer's value of the node), expand `k` children.
 
-    The first terminal node popped is the answer, as in Q*; nodes scored 0 are never expanded.
+    The first terminal node popped is the answer, as in Q*; illegal steps and terminal steps scored 0 (a
+    wrong final answer) never enter the open list.
     """
 
     k: int = 4
@@ -66,7 +67,7 @@ class AStar:
             if children is None:
                 break
             for child in children[0]:
-                if child.score:  # an illegal or hopeless step is never worth expanding
+                if child.legal and (child.score or not child.terminal):
                     heapq.heappush(open_, (-self.f(child), next(tie), child))
         terminals = [n for n in tree.nodes() if n.terminal]
         tree.answer = best(terminals) or best([n for _, _, n in open_])

@@ -136,6 +136,20 @@ def score_cost(tree: Tree, ctx: Context, nodes: list[Node]) -> int:
     return sum(ctx.score_tokens(tree.problem, node.texts()) for node in nodes)
 
 
+def affordable_prefix(tree: Tree, ctx: Context, nodes: list[Node]) -> list[Node]:
+    """The longest run of `nodes` (most likely first) whose scoring the remaining budget can pay for."""
+    ranked = sorted(nodes, key=lambda n: -n.step.logprob)
+    if ctx.budget is None:
+        return ranked
+    room, chosen = ctx.budget - tree.tokens, []
+    for node in ranked:
+        room -= ctx.score_tokens(tree.problem, node.texts())
+        if room < 0:
+            break
+        chosen.append(node)
+    return chosen
+
+
 def softmax_priors(children: list[Node]) -> None:
     """Turn the children's step log-probabilities into a distribution (PUCT priors)."""
     if not children:

@@ -8,26 +8,25 @@ from qstar.search.base import (
     Context,
     SearchRun,
     affordable,
+    affordable_prefix,
     best,
     evaluate,
     expand,
     propose_cost,
     register,
-    score_cost,
     unique,
 )
 from qstar.types import Node, Problem, Tree
 
 
 def grow(tree: Tree, ctx: Context, frontier: list[Node], k: int, temperature: float):
-    """Expand every frontier node with `k` proposals and score the new children; None when unaffordable."""
+    """Expand every frontier node with `k` proposals and score the new children, the most likely first as far
+    as the budget goes (the rest keep no score); None when the proposals themselves are unaffordable."""
     if not affordable(tree, ctx, propose_cost(ctx, frontier, k)):
         return None
     children = [unique(c) for c in (yield from expand(tree, ctx, frontier, k, temperature))]
     fresh = [c for cs in children for c in cs if c.score is None]
-    if not affordable(tree, ctx, score_cost(tree, ctx, fresh)):
-        return None
-    yield from evaluate(tree, ctx, fresh)
+    yield from evaluate(tree, ctx, affordable_prefix(tree, ctx, fresh))
     return children
 
 

@@ -9,12 +9,12 @@ from qstar.search.base import (
     Context,
     SearchRun,
     affordable,
+    affordable_prefix,
     best,
     evaluate,
     expand,
     propose_cost,
     register,
-    score_cost,
     softmax_priors,
     unique,
 )
@@ -54,9 +54,7 @@ class MCTS:
                 (children,) = yield from expand(tree, ctx, [leaf], self.k, self.temperature)
                 children = unique(children)
                 softmax_priors(children)
-                if not affordable(tree, ctx, score_cost(tree, ctx, children)):
-                    break
-                yield from evaluate(tree, ctx, children)
+                yield from evaluate(tree, ctx, affordable_prefix(tree, ctx, children))
             value = leaf.score or 0.0
             for node in path:
                 node.visits += 1

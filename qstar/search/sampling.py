@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
-from qstar.search.base import Context, SearchRun, affordable, best, evaluate, expand, register, score_cost
+from qstar.search.base import Context, SearchRun, affordable, affordable_prefix, best, evaluate, expand, register
 from qstar.types import Node, Problem, Tree
 
 
@@ -94,8 +94,7 @@ class BestOfN(Trajectories):
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree, leaves = yield from self.sample(problem, ctx)
-        finished = [leaf for leaf in dict.fromkeys(leaves) if leaf.terminal]
-        if finished and affordable(tree, ctx, score_cost(tree, ctx, finished)):
-            yield from evaluate(tree, ctx, finished)
+        finished = [leaf for leaf in dict.fromkeys(leaves) if leaf.terminal and leaf.legal]
+        yield from evaluate(tree, ctx, affordable_prefix(tree, ctx, finished))
         tree.answer = best(finished) or (leaves[-1] if leaves else None)
         return tree
