@@ -110,6 +110,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    metrics = {"config": asdict(cfg), "final": history[-1], "history": history[:: max(1, cfg.steps // 100)]}
+    stride = max(1, cfg.steps // 100)
+    kept = [r for i, r in enumerate(history) if i % stride == 0 or "legal_step_rate" in r]  # every evaluation
+    metrics = {"config": asdict(cfg), "final": history[-1], "history": kept}
     (out / "qstar_pretrain.json").write_text(json.dumps(metrics, indent=1))
     return metrics
