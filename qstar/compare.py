@@ -10,7 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from qstar.evaluate import evaluate
-from qstar.io import atomic_write
+from qstar.io import atomic_write, figure, save_png
 from qstar.policy.base import Policy
 from qstar.scorers.base import Scorer
 from qstar.search import get_search
@@ -72,14 +72,7 @@ def markdown(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Accuracy against tokens spent per problem, one line per search, the spread over seeds as error bars."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figure(figsize=(7, 4.5))
     for name in dict.fromkeys(r["search"] for r in rows):
         mine = sorted((r for r in rows if r["search"] == name), key=lambda r: r["tokens_per_problem"])
         ax.errorbar(
@@ -97,10 +90,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def write(rows: list[dict], out: Path, title: str) -> None:

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from qstar.checkpoints import DEFAULT_POLICY
 from qstar.evaluate import evaluate
 from qstar.improve_config import ImproveConfig
-from qstar.io import atomic_write, load_trees, save_trees
+from qstar.io import atomic_write, figure, load_trees, save_png, save_trees
 from qstar.policy.tiny import TinyPolicy
 from qstar.records import preference_records, sft_records, value_records
 from qstar.scorers import RolloutScorer
@@ -210,15 +210,8 @@ def table(rows: list[dict]) -> Table:
 
 
 def plot(rows: list[dict], out: Path) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     its = [r["iteration"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = figure(ncols=2, figsize=(11, 4))
     a.plot(its, [r["greedy_accuracy"] for r in rows], marker="o", label="greedy")
     a.plot(its, [r["search_accuracy"] for r in rows], marker="o", label=f"{rows[0]['search']} search")
     a.set(xlabel="iteration", ylabel="test accuracy", ylim=(-0.02, 1.02), title="accuracy per iteration")
@@ -231,7 +224,4 @@ def plot(rows: list[dict], out: Path) -> None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(out / "improve.png", buf.getvalue())
+    save_png(fig, out / "improve.png")

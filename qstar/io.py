@@ -11,6 +11,9 @@ from pathlib import Path
 
 from qstar.types import Tree
 
+UMASK = os.umask(0)
+os.umask(UMASK)
+
 
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
@@ -22,10 +25,33 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def figure(**kwargs):
+    """A matplotlib figure and axes drawn off-screen (the Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(**kwargs)
+
+
+def save_png(fig, path: str | Path) -> None:
+    """Render `fig` to PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def save_trees(path: str | Path, trees: Iterable[Tree], **fields) -> None:
