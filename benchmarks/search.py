@@ -2,6 +2,7 @@
 
     python benchmarks/search.py                 # overhead table, then compare on the 100 test games (~30 min)
     python benchmarks/search.py --quick         # 20 games, 2 seeds, budgets 500,2000 (~3 min)
+    python benchmarks/search.py --no-compare    # the overhead table only (~4 min)
 
 Overhead: generated tokens/s inside each search (rollout scorer, tokens of rollouts included) relative to
 the raw policy's tokens/s on a batch of 64 first-step prompts, measured in the same run. A ratio of 1.0
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small comparison instead of the full one")
     parser.add_argument("--budget", type=int, default=2000, help="tokens per problem for the overhead runs")
     parser.add_argument("--out", default="runs/bench-search", help="where the comparison files go")
+    parser.add_argument("--no-compare", action="store_true", help="only the overhead table")
     args = parser.parse_args()
     console = Console()
     task, policy = get_task("game24"), load_policy("tiny")
@@ -63,6 +65,8 @@ def main() -> None:
             f"{tokens / len(trees):.0f}",
         )
     console.print(table)
+    if args.no_compare:
+        return
 
     limit, seeds, budgets = (20, 2, [500, 2000]) if args.quick else (100, 3, [500, 2000, 8000])
     names = ["greedy", "best-of-n", "beam", "mcts", "astar"]
