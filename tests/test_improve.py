@@ -18,7 +18,7 @@ from qstar.tasks import get_task
 from tests.test_cli import QSTAR
 
 SMALL = ["--train-problems", "24", "--data-search", "sample", "--data-budget", "1200"]
-SMALL += ["--eval-limit", "6", "--eval-search", "best-of-n", "--eval-budget", "300", "--sft-epochs", "4"]
+SMALL += ["--eval-limit", "6", "--eval-search", "best-of-n", "--eval-budget", "300", "--sft-epochs", "20"]
 SMALL += ["--value-epochs", "1"]
 
 
@@ -31,7 +31,7 @@ def small_config(**kw) -> ImproveConfig:
         eval_search="best-of-n",
         eval_budget=300,
     )
-    cfg.sft["epochs"], cfg.value["epochs"] = 4.0, 1.0
+    cfg.sft["epochs"], cfg.value["epochs"] = 20.0, 1.0
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
