@@ -1,4 +1,4 @@
-"""The `qstar` command: solve one problem, evaluate or compare searches, pretrain the tiny policy."""
+"""The `qstar` command: solve a problem, evaluate or compare searches, run the improvement loop, pretrain."""
 
 from __future__ import annotations
 
