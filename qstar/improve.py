@@ -77,11 +77,9 @@ class Improve:
         return self.dir / f"iter-{k}"
 
     def policy_path(self, k: int) -> Path:
-        return (
-            DEFAULT_POLICY
-            if k == 0 and self.cfg.policy == "tiny"
-            else (Path(self.cfg.policy) if k == 0 else self.it(k) / "policy")
-        )
+        if k > 0:
+            return self.it(k) / "policy"
+        return DEFAULT_POLICY if self.cfg.policy == "tiny" else Path(self.cfg.policy)
 
     def policy(self, k: int) -> TinyPolicy:
         return TinyPolicy.from_pretrained(self.policy_path(k), seed=self.cfg.seed + k)
