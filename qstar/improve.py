@@ -118,7 +118,10 @@ class Improve:
             return
         trees = load_trees(self.it(k) / "trees.jsonl.gz")
         earlier = [t for j in range(1, k) for t in load_trees(self.it(j) / "trees.jsonl.gz")]
-        write_jsonl(self.it(k) / "value.jsonl", value_records(earlier + trees, self.task))
+        values = value_records(earlier + trees, self.task)
+        if len(values) > self.cfg.value_records:  # one record per path grows fast: train on a seeded sample
+            values = random.Random(self.cfg.seed * 1000 + k).sample(values, self.cfg.value_records)
+        write_jsonl(self.it(k) / "value.jsonl", values)
         write_jsonl(self.it(k) / "preferences.jsonl", preference_records(trees, self.task, self.cfg.preference_margin))
         write_jsonl(self.it(k) / "sft.jsonl", sft_records(earlier + trees, self.task, hindsight=self.cfg.hindsight))
 

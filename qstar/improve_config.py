@@ -21,6 +21,7 @@ class ImproveConfig:
     eval_search: str = "best-of-n"  # search evaluated on the test split beside greedy
     eval_budget: int = 2000
     eval_limit: int | None = None  # test problems evaluated (None: the whole split)
+    value_records: int = 4000  # most value records per iteration (a seeded sample of all paths so far)
     dpo: bool = True  # step-DPO after SFT
     preference_margin: float = 0.3
     seed: int = 0

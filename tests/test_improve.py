@@ -19,7 +19,7 @@ from tests.test_cli import QSTAR
 
 SMALL = ["--train-problems", "24", "--data-search", "sample", "--data-budget", "1200"]
 SMALL += ["--eval-limit", "6", "--eval-search", "best-of-n", "--eval-budget", "300", "--sft-epochs", "20"]
-SMALL += ["--value-epochs", "1"]
+SMALL += ["--value-epochs", "1", "--value-records", "50"]
 
 
 def small_config(**kw) -> ImproveConfig:
@@ -86,6 +86,7 @@ def test_a_killed_run_resumes_to_the_same_files(tmp_path):
     subprocess.run([*QSTAR, *args, "--run-dir", str(killed), "--resume"], check=True, capture_output=True, timeout=600)
 
     done, reference = files(killed), files(whole)
+    assert len(done["iter-1/value.jsonl"].splitlines()) == 50  # capped by a seeded sample
     assert sorted(done) == sorted(reference)
     assert not [name for name in done if name.endswith(".tmp") or "/." in name]
     for name in ("iter-1/trees.jsonl", "iter-1/sft.jsonl", "iter-1/value.jsonl", "metrics.jsonl"):
