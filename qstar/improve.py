@@ -12,6 +12,7 @@ import json
 import random
 import shutil
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 from rich.console import Console
@@ -68,8 +69,16 @@ class Improve:
                 raise QstarError(f"{saved} differs from this command's settings: resume with the same settings")
         else:
             atomic_write(saved, json.dumps(asdict(cfg), indent=1).encode())
-        self.test = self.task.problems("test" if cfg.task == "game24" else "val_target", limit=cfg.eval_limit)
-        self.train = self.task.problems("train")
+
+    @cached_property
+    def test(self) -> list:
+        """The evaluation problems: game24's test split, countdown's held-out targets."""
+        return self.task.problems("test" if self.cfg.task == "game24" else "val_target", limit=self.cfg.eval_limit)
+
+    @cached_property
+    def train(self) -> list:
+        """Generated on first use only: countdown's train split takes a minute, and a resumed run may not need it."""
+        return self.task.problems("train")
 
     # ---- paths and models ---------------------------------------------------------------------------------
 

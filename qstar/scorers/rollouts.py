@@ -25,8 +25,11 @@ class RolloutScorer:
     temperature: float = 1.0
     uses_verifier = True
 
+    def __post_init__(self) -> None:
+        self.ground = VerifierScorer(self.task)  # illegal and complete paths need no rollouts
+
     def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
-        ground = VerifierScorer(self.task)
+        ground = self.ground
         values = [ground.value(p, path) for p, path in zip(problems, paths, strict=True)]
         tokens, calls, wins = [0] * len(paths), [0] * len(paths), [0] * len(paths)
         pending = [i for i, (p, path) in enumerate(zip(problems, paths, strict=True)) if values[i] == ground.partial]
@@ -52,7 +55,7 @@ class RolloutScorer:
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:
         """Rollouts run only from legal partial paths: up to `k` completions of the remaining steps."""
-        if VerifierScorer(self.task).value(problem, path) != VerifierScorer.partial:
+        if self.ground.value(problem, path) != self.ground.partial:
             return 0
         remaining = max(0, self.task.max_steps(problem) - len(path))
         return self.k * remaining * self.policy.max_step_tokens
