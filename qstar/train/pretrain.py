@@ -21,6 +21,7 @@ from qstar.evaluate import summarize
 from qstar.policy.tiny import TinyPolicy, new_tiny_model
 from qstar.search import get_search, run_search
 from qstar.tasks.countdown import Countdown, random_play
+from qstar.train.loop import encode, pad
 from qstar.train.pretrain_config import PretrainConfig
 from qstar.types import Problem
 
@@ -33,23 +34,16 @@ def sample_game(rng: random.Random, cfg: PretrainConfig) -> tuple[Problem, list[
     return problem, random_play(numbers, rng, cfg.bound)
 
 
-def make_batch(policy_tokenizer_encode, rng: random.Random, cfg: PretrainConfig, task: Countdown):
+def make_batch(tokenizer, rng: random.Random, cfg: PretrainConfig, task: Countdown):
     """Right-padded input ids, attention mask and labels (prompt and padding masked with -100)."""
-    seqs, prompt_lens = [], []
+    rows = []
     for _ in range(cfg.batch_size):
         problem, steps = sample_game(rng, cfg)
-        prompt = task.render(problem, [])
-        full = policy_tokenizer_encode([prompt, task.render(problem, steps)])
-        seqs.append(full[1])
-        prompt_lens.append(len(full[0]))
-    width = max(map(len, seqs))
-    ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    labels = torch.full((len(seqs), width), -100)
-    attention = torch.zeros(len(seqs), width, dtype=torch.long)
-    for i, (seq, p) in enumerate(zip(seqs, prompt_lens, strict=True)):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        labels[i, p : len(seq)] = ids[i, p : len(seq)]
-        attention[i, : len(seq)] = 1
+        rows.append(encode(tokenizer, task.render(problem, []), "".join(s + task.separator for s in steps)))
+    ids, attention = pad([seq for seq, _ in rows], tokenizer.pad_token_id)
+    labels = ids.masked_fill(attention == 0, -100)
+    for i, (_, (prompt_end, _)) in enumerate(rows):
+        labels[i, :prompt_end] = -100
     return ids, attention, labels
 
 
@@ -67,7 +61,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     task = Countdown()
     eval_rng = random.Random(f"eval-{cfg.seed}")
     eval_problems = [sample_game(eval_rng, cfg)[0] for _ in range(cfg.eval_problems)]
-    encode = TinyPolicy(model, tokenizer).encode
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
@@ -89,7 +82,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         bar = progress.add_task("train", total=cfg.steps, loss=float("nan"))
         for step in range(cfg.steps):
             model.train()
-            ids, attention, labels = make_batch(encode, rng, cfg, task)
+            ids, attention, labels = make_batch(tokenizer, rng, cfg, task)
             loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
