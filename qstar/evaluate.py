@@ -30,6 +30,7 @@ class EvalResult:
     legal_step_rate: float
     seconds: float
     seeds: int = 1
+    failed: float = 0.0  # problems per seed whose search ended on a backend error (counted as unsolved)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +53,7 @@ def summarize(runs: list[list[Tree]], seconds: float) -> EvalResult:
         legal_step_rate=sum(node.legal for node in steps) / max(len(steps), 1),
         seconds=seconds,
         seeds=len(runs),
+        failed=sum(t.error is not None for t in trees) / max(len(runs), 1),
     )
 
 

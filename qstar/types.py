@@ -17,6 +17,35 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class Prefix(str):
+    """A rendered prompt that remembers where the solution's steps begin.
+
+    It is a plain string to every policy; chat backends put the part before the steps in the user's turn and
+    the steps in the assistant's, so the step format survives a chat template.
+    """
+
+    steps_start: int
+
+    def __new__(cls, question: str, steps: str = "") -> Prefix:
+        prefix = super().__new__(cls, question + steps)
+        prefix.steps_start = len(question)
+        return prefix
+
+    @property
+    def question(self) -> str:
+        return self[: self.steps_start]
+
+    @property
+    def steps(self) -> str:
+        return self[self.steps_start :]
+
+
+def split_prefix(prefix: str) -> tuple[str, str]:
+    """(question, steps) of a prefix; a plain string is all question."""
+    start = getattr(prefix, "steps_start", len(prefix))
+    return prefix[:start], prefix[start:]
+
+
 @dataclass
 class Step:
     """One proposed reasoning step: a line of text, its log-probability under the policy, tokens generated."""
@@ -102,6 +131,7 @@ class Tree:
     tokens: int = 0  # generated tokens, all model calls included
     calls: int = 0  # model calls (one per prefix sent to the policy or scorer)
     answer: Node | None = field(default=None, repr=False)  # the node the search picked as its answer
+    error: str | None = None  # why the search stopped early (a backend that kept failing); None when it ran
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -127,12 +157,17 @@ class Tree:
             "tokens": self.tokens,
             "calls": self.calls,
             "answer": nodes.index(self.answer) if self.answer is not None else None,
+            "error": self.error,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tree:
         tree = cls(
-            problem=Problem(**d["problem"]), root=Node.from_dict(d["root"]), tokens=d["tokens"], calls=d["calls"]
+            problem=Problem(**d["problem"]),
+            root=Node.from_dict(d["root"]),
+            tokens=d["tokens"],
+            calls=d["calls"],
+            error=d.get("error"),
         )
         if d.get("answer") is not None:
             tree.answer = list(tree.nodes())[d["answer"]]

@@ -7,6 +7,7 @@ import pytest
 
 from qstar.evaluate import check_no_leak, evaluate
 from qstar.io import load_trees, save_trees
+from qstar.policy.base import BackendError
 from qstar.scorers import CheckerScorer, RolloutScorer, VerifierScorer
 from qstar.search import SEARCHES, get_search, run_search
 from qstar.tasks import QstarError, get_task
@@ -163,3 +164,31 @@ def test_compare_end_to_end_with_the_real_policy(tmp_path):
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| beam | 900 |" in (tmp_path / "compare.md").read_text()
     assert "mcts" in out.stdout
+
+
+class FlakyPolicy(ScriptedPolicy):
+    """Fails for good on every prefix of one problem (as a backend whose retries ran out), answers the rest.
+    The real OpenAI backend's faults are tested against a real HTTP server in tests/test_openai_policy.py."""
+
+    def __init__(self, broken: str):
+        super().__init__()
+        self.broken = broken
+
+    def propose(self, prefixes, n=1, temperature=0.0):
+        steps = super().propose(prefixes, n, temperature)
+        failed = {i: "server error 500" for i, p in enumerate(prefixes) if p.startswith(f"Input: {self.broken} ")}
+        if failed:
+            raise BackendError(failed, [None if i in failed else s for i, s in enumerate(steps)])
+        return steps
+
+
+@pytest.mark.parametrize("name", ["best-of-n", "beam", "mcts"])
+def test_a_problem_whose_backend_fails_is_recorded_and_the_others_go_on(name):
+    task = Countdown()
+    problems = [make_problem(str(i), numbers, 24) for i, numbers in enumerate([[4, 6, 1, 1], [3, 8, 1, 1], [2, 12]])]
+    search = get_search(name)
+    trees = run_search(search, problems, task, FlakyPolicy(broken="3 8 1 1"), VerifierScorer(task), budget=800)
+    assert [t.error for t in trees] == [None, "server error 500", None]
+    assert trees[0].tokens > 0 and trees[2].tokens > 0 and not trees[1].solved
+    result, _ = evaluate(task, problems, FlakyPolicy(broken="3 8 1 1"), search, CheckerScorer(task), 800)
+    assert result.failed == 1 and result.n == 3

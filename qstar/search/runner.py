@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from qstar.policy.base import Policy
+from qstar.policy.base import BackendError, Policy
 from qstar.scorers.base import Scorer
 from qstar.search.base import Context, Propose, Score, Search, SearchRun
 from qstar.tasks.base import Task
@@ -22,7 +22,8 @@ def run_search(
     on_tree: Callable[[Tree], None] | None = None,
 ) -> list[Tree]:
     """Keep up to `batch_size` problems in flight; each round sends all their pending requests as few calls:
-    one policy call per (n, temperature) and one scorer call."""
+    one policy call per (n, temperature) and one scorer call. A problem whose model call fails for good (a
+    `BackendError`) ends with an empty tree whose `error` says why; the others go on."""
     problems = list(problems)
     ctx = Context(
         task=task,
@@ -43,6 +44,14 @@ def run_search(
             if on_tree:
                 on_tree(stop.value)
 
+    def give_up(i: int, run: SearchRun, error: str) -> None:
+        """A model call for this problem failed for good: its result is an empty tree that says why."""
+        run.close()
+        waiting.pop(i)
+        trees[i] = Tree(problems[i], error=error)
+        if on_tree:
+            on_tree(trees[i])
+
     def refill() -> None:
         while len(waiting) < batch_size and (i := next(queue, None)) is not None:
             advance(i, search.run(problems[i], ctx), None)
@@ -54,20 +63,27 @@ def run_search(
             key = ("propose", request.n, request.temperature) if isinstance(request, Propose) else ("score",)
             groups.setdefault(key, []).append(i)
         for key, members in groups.items():
-            if key[0] == "propose":
-                replies = policy.propose(
-                    [p for i in members for p in waiting[i][1].prefixes], n=key[1], temperature=key[2]
-                )
-            else:
-                if scorer is None:
-                    raise ValueError(f"{type(search).__name__} needs a scorer")
-                pairs = [(problems[i], path) for i in members for path in waiting[i][1].paths]
-                replies = scorer.score([p for p, _ in pairs], [path for _, path in pairs])
+            failed: dict[int, str] = {}
+            try:
+                if key[0] == "propose":
+                    prefixes = [p for i in members for p in waiting[i][1].prefixes]
+                    replies = policy.propose(prefixes, n=key[1], temperature=key[2])
+                else:
+                    if scorer is None:
+                        raise ValueError(f"{type(search).__name__} needs a scorer")
+                    pairs = [(problems[i], path) for i in members for path in waiting[i][1].paths]
+                    replies = scorer.score([p for p, _ in pairs], [path for _, path in pairs])
+            except BackendError as error:
+                replies, failed = error.results, error.failed
             offset = 0
             for i in members:
                 run, request = waiting[i]
                 count = len(request.prefixes if isinstance(request, Propose) else request.paths)
-                advance(i, run, replies[offset : offset + count])
+                errors = [failed[j] for j in range(offset, offset + count) if j in failed]
+                if errors:
+                    give_up(i, run, errors[0])
+                else:
+                    advance(i, run, replies[offset : offset + count])
                 offset += count
         refill()
     return trees  # type: ignore[return-value]

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from qstar.tasks.base import QstarError, StepCheck
-from qstar.types import Problem
+from qstar.types import Prefix, Problem
 
 OPS = "+-*/"
 STEP_RE = re.compile(r"^\s*(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(\d+)\s*\(left:\s*([\d ]*?)\s*\)\s*$")
@@ -189,9 +189,9 @@ class Countdown:
 
     # ---- steps ----------------------------------------------------------------------------------------
 
-    def render(self, problem: Problem, steps: list[str]) -> str:
+    def render(self, problem: Problem, steps: list[str]) -> Prefix:
         head = f"Input: {problem.prompt} Target: {problem.meta['target']}\n"
-        return head + "".join(s + self.separator for s in steps)
+        return Prefix(head, "".join(s + self.separator for s in steps))
 
     def left_after(self, problem: Problem, steps: list[str]) -> list[int] | None:
         """The numbers left after `steps`, or None if some step is illegal."""
