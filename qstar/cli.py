@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -29,17 +30,44 @@ def searches_help() -> str:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", default="tiny", help="policy checkpoint folder, or `tiny` for the shipped one")
-    p.add_argument("--scorer", default="verifier", help="verifier (default), checker or rollouts")
+    p.add_argument(
+        "--policy",
+        default="tiny",
+        help="`tiny` (the shipped checkpoint, default), a model folder or .gguf file (Hugging Face backend), or "
+        "an http(s):// base URL of an OpenAI-compatible server (vLLM, SGLang, llama.cpp) with --model",
+    )
+    p.add_argument("--model", default=None, help="model name on the server (default: $OPENAI_MODEL, else the first)")
+    p.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="chat template (HF: default when the tokenizer has one) or /v1/chat/completions (server: default off)",
+    )
+    p.add_argument(
+        "--scorer",
+        default=None,
+        help="verifier, checker, rollouts, judge (LLM-as-judge with the policy), value (the shipped tiny value "
+        "model), or a local PRM folder "
+        "(default: verifier where it needs no reference answer, else checker)",
+    )
+    p.add_argument("--aggregate", default="min", help="PRM step rewards to a path value: min (default), last, prod")
+    p.add_argument("--judge-samples", type=int, default=1, help="judgements averaged per path for --scorer judge")
     p.add_argument("--rollouts", type=int, default=4, help="completions per path for --scorer rollouts")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
     p.add_argument("--batch-size", type=int, default=64, help="problems kept in flight, their model calls batched")
 
 
 def add_problem_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="game24", help="countdown or game24 (default)")
-    p.add_argument("--split", default="test", help="game24: train|test; countdown: train|val|val_target")
-    p.add_argument("--problems", default=None, help='JSONL file of {"numbers": [...], "target": N} rows')
+    p.add_argument("--task", default="game24", help="game24 (default), countdown, gsm8k or math")
+    p.add_argument(
+        "--split", default="test", help="game24, gsm8k: train|test; countdown: train|val|val_target (default: test)"
+    )
+    p.add_argument(
+        "--problems",
+        default=None,
+        help='JSONL problems file: countdown {"numbers": [...], "target": N}; gsm8k {"question", "answer"}; '
+        'math {"problem", "answer"} (required for math)',
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N problems")
 
 
@@ -48,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     solve = sub.add_parser("solve", help="solve one problem and show the steps")
-    solve.add_argument("--task", default="countdown", help="countdown (default) or game24")
-    solve.add_argument("--numbers", nargs="+", required=True, help="the numbers to combine, e.g. 4 9 10 13")
-    solve.add_argument("--target", default=None, help="the number to reach (game24: 24)")
+    solve.add_argument("--task", default="countdown", help="countdown (default), game24, gsm8k or math")
+    solve.add_argument("--numbers", nargs="+", default=None, help="countdown: the numbers to combine, e.g. 4 9 10 13")
+    solve.add_argument("--target", default=None, help="countdown: the number to reach (game24: 24)")
+    solve.add_argument("--question", default=None, help="gsm8k, math: the question to answer")
+    solve.add_argument("--answer", default=None, help="gsm8k, math: the reference answer, to check the result")
     solve.add_argument("--search", default="greedy", help=searches_help())
     solve.add_argument("--budget", type=int, default=None, help="most generated tokens the search may spend")
     solve.add_argument("--json", action="store_true", help="print one JSON object instead of a trace")
@@ -107,47 +137,70 @@ def positive(value: int | None, flag: str) -> None:
 def setup(args: argparse.Namespace, task_name: str, problems_file: str | None = None):
     """The task, policy and scorer the arguments name, checked before any model is loaded."""
     from qstar.policy import load_policy
-    from qstar.scorers import SCORERS, get_scorer
+    from qstar.scorers import check_scorer_name, default_scorer, get_scorer
     from qstar.tasks import get_task
 
     task = get_task(task_name, problems_file)
-    if args.scorer not in SCORERS:
-        raise QstarError(f"unknown scorer {args.scorer!r}; choose from {', '.join(SCORERS)}")
-    for flag in ("budget", "seeds", "limit", "batch_size", "rollouts"):
+    args.scorer = args.scorer or default_scorer(task)
+    check_scorer_name(args.scorer)
+    for flag in ("budget", "seeds", "limit", "batch_size", "rollouts", "judge_samples"):
         positive(getattr(args, flag, None), "--" + flag.replace("_", "-"))
-    policy = load_policy(args.policy, seed=args.seed)
-    return task, policy, get_scorer(args.scorer, task, policy, args.rollouts)
+    policy = load_policy(args.policy, seed=args.seed, model=args.model, chat=args.chat)
+    return task, policy, get_scorer(args.scorer, task, policy, args.rollouts, args.aggregate, args.judge_samples)
+
+
+def solve_problem(args: argparse.Namespace):
+    """The one problem `qstar solve` was given: numbers and a target (countdown), or a question."""
+    from qstar.tasks import get_task
+    from qstar.tasks.countdown import make_problem, parse_numbers
+    from qstar.types import Problem
+
+    get_task(args.task)  # an unknown task fails first
+    if args.task in ("countdown", "game24"):
+        if not args.numbers:
+            raise QstarError(f"--numbers is required for {args.task}")
+        if args.target is None and args.task != "game24":
+            raise QstarError("--target is required for countdown")
+        try:
+            target = 24 if args.target is None else int(args.target)
+        except ValueError:
+            raise QstarError(f"--target must be a whole number, got {args.target!r}") from None
+        return make_problem("cli", parse_numbers(args.numbers), target)
+    if not args.question:
+        raise QstarError(f"--question is required for {args.task}")
+    return Problem("cli", args.question.strip(), args.answer)
 
 
 def cmd_solve(args: argparse.Namespace) -> dict:
     from qstar.search import get_search, run_search
-    from qstar.tasks.countdown import make_problem, parse_numbers
 
-    numbers = parse_numbers(args.numbers)
-    if args.target is None and args.task != "game24":
-        raise QstarError("--target is required for countdown")
-    try:
-        target = 24 if args.target is None else int(args.target)
-    except ValueError:
-        raise QstarError(f"--target must be a whole number, got {args.target!r}") from None
+    problem = solve_problem(args)
     search = get_search(args.search)
     task, policy, scorer = setup(args, args.task)
-    problem = make_problem("cli", numbers, target)
     (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget)
     steps = [s.text for s in tree.best_path()]
+    answer = task.final_answer(problem, steps) if steps else None
     return {
-        "solved": tree.solved,
-        "expression": task.final_answer(problem, steps) if tree.solved else None,
+        "solved": tree.solved if problem.answer is not None else None,
+        "expression": answer if tree.solved and args.task in ("countdown", "game24") else None,
+        "answer": answer,
         "steps": steps,
         "tokens": tree.tokens,
         "calls": tree.calls,
+        "error": tree.error,
     }
 
 
 def print_solve(result: dict, console: Console) -> None:
     for i, step in enumerate(result["steps"], 1):
         console.print(f"  step {i}: {step}", markup=False)
-    verdict = f"[green]solved[/]: {result['expression']}" if result["solved"] else "[red]not solved[/]"
+    if result["error"]:
+        console.print(f"[red]failed[/]: {result['error']}", markup=True)
+    answer = result["answer"] or "(none)"
+    if result["solved"] is None:
+        verdict = f"answer: {answer}"
+    else:
+        verdict = f"[green]solved[/]: {answer}" if result["solved"] else f"[red]not solved[/] (answer: {answer})"
     console.print(f"{verdict}  ({result['tokens']} tokens, {result['calls']} model calls)")
 
 
@@ -172,7 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 def print_eval(result: dict, console: Console) -> None:
     title = f"qstar eval — {result['problems']}, search {result['search']} (tokens and calls per problem)"
     table = Table(title=title)
-    for col in ("problems", "solved", "accuracy", "tokens", "calls", "legal steps", "seconds"):
+    failed = ("failed",) if result["failed"] else ()  # problems whose backend kept failing
+    for col in ("problems", "solved", "accuracy", "tokens", "calls", "legal steps", *failed, "seconds"):
         table.add_column(col, justify="right")
     spread = f" ± {result['accuracy_std']:.1%}" if result["seeds"] > 1 else ""
     table.add_row(
@@ -182,6 +236,7 @@ def print_eval(result: dict, console: Console) -> None:
         f"{result['tokens_per_problem']:.0f}",
         f"{result['calls_per_problem']:.1f}",
         f"{result['legal_step_rate']:.1%}",
+        *(f"{result['failed']:g}" for _ in failed),
         f"{result['seconds']:.1f}",
     )
     console.print(table)
@@ -253,6 +308,7 @@ def quiet_transformers() -> None:
     """Keep transformers' load reports and progress bars out of qstar's own output."""
     from transformers.utils import logging
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a raw tqdm bar
     logging.set_verbosity_error()
     logging.disable_progress_bar()
 

@@ -62,7 +62,7 @@ def test_eval_table_on_a_problems_file(tmp_path):
         (["eval", "--task", "game24", "--search", "telepathy"], "unknown search 'telepathy'"),
         (["eval", "--task", "game24", "--split", "dev"], "splits train and test"),
         (["eval", "--task", "countdown", "--problems", "/no/such/file.jsonl"], "not found"),
-        (["eval", "--task", "game24", "--policy", "/no/such/model"], "no model checkpoint"),
+        (["eval", "--task", "game24", "--policy", "/no/such/model"], "no model at"),
         (["eval", "--limit", "0"], "--limit"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -1,21 +1,40 @@
-"""Policies by name: `tiny` (the shipped checkpoint) or a folder holding a tiny-model checkpoint."""
+"""Policies by spec: `tiny` (the shipped checkpoint), a model folder, a `.gguf` file, or an `http(s)://` URL."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from qstar.checkpoints import DEFAULT_POLICY
-from qstar.policy.base import Policy
+from qstar.policy.base import BackendError, Policy
 from qstar.tasks.base import QstarError
 
 
-def load_policy(spec: str = "tiny", seed: int = 0) -> Policy:
-    from qstar.policy.tiny import TinyPolicy
+def is_tiny_checkpoint(path: Path) -> bool:
+    """qstar's own tiny model: a Llama over its character vocabulary (WordLevel tokenizer)."""
+    try:
+        return json.loads((path / "tokenizer.json").read_text())["model"]["type"] == "WordLevel"
+    except (OSError, KeyError, ValueError):
+        return False
 
+
+def load_policy(spec: str = "tiny", seed: int = 0, model: str | None = None, chat: bool | None = None) -> Policy:
+    """`tiny` or a tiny-model folder → the built-in fast decoder; another folder or a `.gguf` file → any
+    transformers causal LM (HF backend); `http(s)://...` → an OpenAI-compatible server serving `model`."""
+    if spec.startswith(("http://", "https://")):
+        from qstar.policy.openai import OpenAIPolicy
+
+        return OpenAIPolicy.from_spec(spec, model=model, chat=bool(chat), seed=seed)
     path = DEFAULT_POLICY if spec == "tiny" else Path(spec)
-    if not (path / "config.json").is_file():
-        raise QstarError(f"no model checkpoint at {path} (expected a folder with config.json)")
-    return TinyPolicy.from_pretrained(path, seed=seed)
+    if path.suffix != ".gguf" and not (path / "config.json").is_file():
+        raise QstarError(f"no model at {path} (expected a folder with config.json, a .gguf file, or a URL)")
+    if is_tiny_checkpoint(path):
+        from qstar.policy.tiny import TinyPolicy
+
+        return TinyPolicy.from_pretrained(path, seed=seed)
+    from qstar.policy.hf import HFPolicy
+
+    return HFPolicy.from_pretrained(path, chat=chat, seed=seed)
 
 
-__all__ = ["Policy", "load_policy"]
+__all__ = ["BackendError", "Policy", "load_policy"]

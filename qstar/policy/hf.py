@@ -1,0 +1,152 @@
+"""Any Hugging Face causal LM as a policy: a local folder or a GGUF file, batched generation cut at the step
+separator, per-step log-probs, and chat templates for instruct models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from qstar.tasks.base import QstarError
+from qstar.types import Step, split_prefix
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class StepEnd(StoppingCriteria):
+    """Stops each row once its new text holds the separator after some non-blank text (a step is a line)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, start: int, separator: str):
+        self.tokenizer, self.start, self.separator = tokenizer, start, separator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        done = [self.separator in text.lstrip(self.separator) for text in texts]
+        return torch.tensor(done, device=input_ids.device)
+
+
+class HFPolicy:
+    """Batched step proposals from a transformers causal LM.
+
+    With `chat` (default: when the tokenizer has a chat template) the prefix's question goes in the user's
+    turn and the steps taken so far open the assistant's, so the model answers in the step format.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        separator: str = "\n",
+        max_step_tokens: int = 96,
+        chat: bool | None = None,
+        batch_size: int = 16,
+        seed: int = 0,
+    ):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.separator, self.max_step_tokens, self.batch_size = separator, max_step_tokens, batch_size
+        self.chat = tokenizer.chat_template is not None if chat is None else chat
+        if self.chat and tokenizer.chat_template is None:
+            raise QstarError("this tokenizer has no chat template; load the model without chat")
+        eos = model.generation_config.eos_token_id if model.generation_config else None
+        self.eos_ids = set([eos] if isinstance(eos, int) else (eos or [])) | {tokenizer.eos_token_id}
+        self.seed(seed)
+
+    @classmethod
+    def from_pretrained(cls, spec: str | Path, device: str | None = None, **kwargs) -> HFPolicy:
+        """From a model folder, or a `.gguf` file (dequantised by transformers; needs the `gguf` package)."""
+        path = Path(spec)
+        where = {"pretrained_model_name_or_path": path}
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise QstarError(f"no GGUF file at {path}")
+            where = {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name}
+        elif not (path / "config.json").is_file():
+            raise QstarError(f"no model at {path} (expected a folder with config.json, or a .gguf file)")
+        dev = torch.device(device) if device else default_device()
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(**where)
+        model = AutoModelForCausalLM.from_pretrained(**where, dtype=dtype).to(dev)
+        return cls(model, tokenizer, **kwargs)
+
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def text(self, prefix: str) -> str:
+        """The model's input for a prefix: the prefix itself, or its chat rendering."""
+        if not self.chat:
+            return prefix
+        question, steps = split_prefix(prefix)
+        messages = [{"role": "user", "content": question}]
+        if not steps:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        messages.append({"role": "assistant", "content": steps})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+        return text if text.endswith(self.separator) else text + self.separator  # templates may trim the content
+
+    @torch.inference_mode()
+    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
+        """`n` next steps per prefix (greedy: one generation, repeated, the repeats costing no tokens).
+        Log-probs are under the untempered model; a step ends at its first separator after non-blank text."""
+        unique = list(dict.fromkeys(prefixes))
+        draws = n if temperature > 0 else 1
+        steps: dict[str, list[Step]] = {}
+        for i in range(0, len(unique), max(1, self.batch_size // draws)):
+            chunk = unique[i : i + max(1, self.batch_size // draws)]
+            for prefix, sampled in zip(chunk, self._generate(chunk, draws, temperature), strict=True):
+                steps[prefix] = sampled if draws == n else sampled + [self._repeat(sampled[0])] * (n - 1)
+        return [steps[p] for p in prefixes]
+
+    @staticmethod
+    def _repeat(step: Step) -> Step:
+        return Step(step.text, step.logprob, step.done, tokens=0)
+
+    def _generate(self, prefixes: list[str], n: int, temperature: float) -> list[list[Step]]:
+        batch = self.tokenizer(
+            [self.text(p) for p in prefixes], return_tensors="pt", padding=True, add_special_tokens=not self.chat
+        ).to(self.model.device)
+        width = batch["input_ids"].shape[1]
+        config = GenerationConfig(
+            max_new_tokens=self.max_step_tokens,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_k=0 if temperature > 0 else None,
+            top_p=1.0 if temperature > 0 else None,
+            num_return_sequences=n,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        stop = StoppingCriteriaList([StepEnd(self.tokenizer, width, self.separator)])
+        out = self.model.generate(**batch, generation_config=config, stopping_criteria=stop)
+        new = out.sequences[:, width:]
+        logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).gather(2, new[..., None]).squeeze(2)
+        rows = [self._step(ids, lp) for ids, lp in zip(new.tolist(), logp.tolist(), strict=True)]
+        return [rows[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+    def _step(self, ids: list[int], logps: list[float]) -> Step:
+        """Cut one generated row at its step's end: the separator after non-blank text, or end-of-sequence."""
+        text, logprob, done = "", 0.0, False
+        for count, (token, lp) in enumerate(zip(ids, logps, strict=True), 1):
+            if token in self.eos_ids:
+                return Step(text.strip(), logprob + lp, done=True, tokens=count)
+            text = self.tokenizer.decode(ids[:count])  # whole, so multi-byte characters decode right
+            logprob += lp
+            body = text.lstrip(self.separator)
+            if self.separator in body:
+                return Step(body.split(self.separator, 1)[0].strip(), logprob, done, tokens=count)
+        return Step(text.strip(), logprob, done, tokens=len(ids))
