@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from qstar.checkpoints import DEFAULT_POLICY
+from qstar.checkpoints import DEFAULT_POLICY, TINY_RULES
 from qstar.evaluate import evaluate
 from qstar.improve_config import ImproveConfig
 from qstar.io import atomic_write, figure, load_trees, save_png, save_trees
@@ -30,6 +31,7 @@ from qstar.scorers.value import ValueScorer
 from qstar.search import get_search
 from qstar.tasks import QstarError, get_task
 from qstar.train.dpo import DPOConfig, train_dpo
+from qstar.train.loop import best_device
 from qstar.train.sft import SFTConfig, train_sft
 from qstar.train.value import ValueConfig, train_value, value_model_from
 
@@ -56,9 +58,11 @@ def save_checkpoint(model, tokenizer, path: Path) -> None:
 class Improve:
     """The stages of one run, each skipped when its output already exists."""
 
-    def __init__(self, cfg: ImproveConfig, run_dir: str | Path, resume: bool = False):
+    def __init__(self, cfg: ImproveConfig, run_dir: str | Path, resume: bool = False, device: str | None = None):
         self.cfg, self.dir = cfg, Path(run_dir)
+        self.device = device or best_device()  # CUDA when visible, else the CPU; not a setting of the run
         self.task = get_task(cfg.task)
+        self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
         saved = self.dir / "config.json"
         if saved.exists():
             if not resume:
@@ -80,6 +84,25 @@ class Improve:
         """Generated on first use only: countdown's train split takes a minute, and a resumed run may not need it."""
         return self.task.problems("train")
 
+    @cached_property
+    def extra(self) -> list:
+        """The extra task's train problems, never one that is an evaluation problem of this task or of the extra
+        task (countdown's train split may hold a game24 test game: same numbers, target 24)."""
+        if self.extra_task is None or self.cfg.extra_problems <= 0:
+            return []
+        pool = self.extra_task.problems("train", limit=self.cfg.extra_problems * self.cfg.iterations)
+        held = {problem_key(p) for p in self.evaluation_problems()}
+        return [p for p in pool if problem_key(p) not in held]
+
+    def evaluation_problems(self) -> list:
+        """Every problem any evaluation of this run (or of its extra task) may use: what training must not see."""
+        out = self.task.problems("test" if self.cfg.task == "game24" else "val_target")
+        if self.extra_task is not None:
+            out += self.extra_task.problems("test" if self.cfg.extra_task == "game24" else "val_target")
+        if self.cfg.task != "game24":  # a countdown run evaluates on val_target; game24's test games stay unseen too
+            out += get_task("game24").problems("test")
+        return out
+
     # ---- paths and models ---------------------------------------------------------------------------------
 
     def it(self, k: int) -> Path:
@@ -88,16 +111,17 @@ class Improve:
     def policy_path(self, k: int) -> Path:
         if k > 0:
             return self.it(k) / "policy"
-        return DEFAULT_POLICY if self.cfg.policy == "tiny" else Path(self.cfg.policy)
+        named = {"tiny-rules": TINY_RULES, "tiny": DEFAULT_POLICY}
+        return named.get(self.cfg.policy) or Path(self.cfg.policy)
 
-    def policy(self, k: int) -> TinyPolicy:
-        return TinyPolicy.from_pretrained(self.policy_path(k), seed=self.cfg.seed + k)
+    def policy(self, k: int, path: Path | None = None) -> TinyPolicy:
+        return TinyPolicy.from_pretrained(path or self.policy_path(k), device=self.device, seed=self.cfg.seed + k)
 
     def scorer(self, k: int, policy: TinyPolicy):
         """Rollouts until a value model exists, then the latest value model (with the ground truth)."""
         if k == 0:
             return RolloutScorer(self.task, policy, k=self.cfg.rollouts)
-        return ValueScorer.from_pretrained(self.it(k) / "value", self.task)
+        return ValueScorer.from_pretrained(self.it(k) / "value", self.task, device=self.device)
 
     # ---- stages -------------------------------------------------------------------------------------------
 
@@ -106,14 +130,15 @@ class Improve:
         out = self.it(k) / "trees.jsonl.gz"
         if out.exists():
             return
-        problems = random.Random(self.cfg.seed * 1000 + k).sample(
-            self.train, min(self.cfg.train_problems, len(self.train))
-        )
+        rng = random.Random(self.cfg.seed * 1000 + k)
+        problems = rng.sample(self.train, min(self.cfg.train_problems, len(self.train)))
+        problems += rng.sample(self.extra, min(self.cfg.extra_problems, len(self.extra)))
         policy = self.policy(k - 1)
         scorer = self.scorer(k - 1, policy)
         console.print(f"iteration {k}: searching {len(problems)} train problems ({self.cfg.data_search})")
+        search = get_search(self.cfg.data_search)
         result, (trees,) = evaluate(
-            self.task, problems, policy, get_search(self.cfg.data_search), scorer, self.cfg.data_budget
+            self.task, problems, policy, search, scorer, self.cfg.data_budget, batch_size=self.cfg.batch_size
         )
         save_trees(out, trees)
         console.print(
@@ -127,26 +152,42 @@ class Improve:
             return
         trees = load_trees(self.it(k) / "trees.jsonl.gz")
         earlier = [t for j in range(1, k) for t in load_trees(self.it(j) / "trees.jsonl.gz")]
+        held = {problem_key(p) for p in self.evaluation_problems()}
+        leaked = [t.problem.id for t in earlier + trees if problem_key(t.problem) in held]
+        if leaked:  # the searches never get such a problem; records must never hold one either
+            raise QstarError(f"evaluation problems among the training trees: {', '.join(leaked[:5])}")
         values = value_records(earlier + trees, self.task)
         if len(values) > self.cfg.value_records:  # one record per path grows fast: train on a seeded sample
             values = random.Random(self.cfg.seed * 1000 + k).sample(values, self.cfg.value_records)
         write_jsonl(self.it(k) / "value.jsonl", values)
         write_jsonl(self.it(k) / "preferences.jsonl", preference_records(trees, self.task, self.cfg.preference_margin))
-        write_jsonl(self.it(k) / "sft.jsonl", sft_records(earlier + trees, self.task, hindsight=self.cfg.hindsight))
+        cfg = self.cfg
+        sft = sft_records(earlier + trees, self.task, hindsight=cfg.hindsight, per_problem=cfg.sft_per_problem)
+        write_jsonl(self.it(k) / "sft.jsonl", sft)
 
     def train_policy(self, k: int) -> None:
+        """SFT from the previous policy, then step-DPO against the post-SFT model. With DPO on, the SFT-only
+        model is kept as `policy-sft/` (a stage of its own, and the SFT-only arm of benchmarks/improve.py)."""
         out = self.it(k) / "policy"
         if out.exists():
             return
-        previous = self.policy_path(k - 1)
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(previous), AutoTokenizer.from_pretrained(previous)
-        history = {"sft": train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), SFTConfig(**self.cfg.sft))}
+        sft_out = self.it(k) / "policy-sft" if self.cfg.dpo else out
+        if not sft_out.exists():
+            previous = self.policy_path(k - 1)
+            model = AutoModelForCausalLM.from_pretrained(previous).to(self.device)
+            tokenizer = AutoTokenizer.from_pretrained(previous)
+            history = train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), SFTConfig(**self.cfg.sft))
+            atomic_write(self.it(k) / "sft_history.json", json.dumps(history).encode())
+            save_checkpoint(model, tokenizer, sft_out)
+        if not self.cfg.dpo:
+            return
+        model = AutoModelForCausalLM.from_pretrained(sft_out).to(self.device)
+        tokenizer = AutoTokenizer.from_pretrained(sft_out)
         pairs = read_jsonl(self.it(k) / "preferences.jsonl")
-        if self.cfg.dpo and pairs:
-            reference = AutoModelForCausalLM.from_pretrained(previous)
-            reference.load_state_dict(model.state_dict())  # DPO's reference: the policy after SFT
-            history["dpo"] = train_dpo(model, reference, tokenizer, pairs, DPOConfig(**self.cfg.dpo_train))
-        atomic_write(self.it(k) / "policy_history.json", json.dumps(history).encode())
+        if pairs:
+            reference = AutoModelForCausalLM.from_pretrained(sft_out).to(self.device)  # DPO's reference
+            history = train_dpo(model, reference, tokenizer, pairs, DPOConfig(**self.cfg.dpo_train))
+            atomic_write(self.it(k) / "dpo_history.json", json.dumps(history).encode())
         save_checkpoint(model, tokenizer, out)
 
     def train_value(self, k: int) -> None:
@@ -155,6 +196,7 @@ class Improve:
             return
         start = self.it(k - 1) / "value" if k > 1 else self.it(k) / "policy"
         model, tokenizer = value_model_from(start)
+        model = model.to(self.device)
         history = train_value(model, tokenizer, read_jsonl(self.it(k) / "value.jsonl"), ValueConfig(**self.cfg.value))
         atomic_write(self.it(k) / "value_history.json", json.dumps(history).encode())
         save_checkpoint(model, tokenizer, out)
@@ -164,10 +206,16 @@ class Improve:
         out = self.it(k) / "eval.json"
         if out.exists():
             return json.loads(out.read_text())
-        policy = self.policy(k)
-        greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"))
+        policy, size = self.policy(k), self.cfg.batch_size
+        greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"), batch_size=size)
         search, _ = evaluate(
-            self.task, self.test, policy, get_search(self.cfg.eval_search), self.scorer(k, policy), self.cfg.eval_budget
+            self.task,
+            self.test,
+            policy,
+            get_search(self.cfg.eval_search),
+            self.scorer(k, policy),
+            self.cfg.eval_budget,
+            batch_size=size,
         )
         row = {
             "iteration": k,
@@ -188,10 +236,10 @@ class Improve:
         self.report(rows)
         for k in range(1, self.cfg.iterations + 1):
             (self.it(k)).mkdir(parents=True, exist_ok=True)
-            self.search(k)
-            self.records(k)
-            self.train_policy(k)
-            self.train_value(k)
+            for stage in (self.search, self.records, self.train_policy, self.train_value):
+                start = time.time()
+                stage(k)
+                console.print(f"  iteration {k}: {stage.__name__} {time.time() - start:.0f} s", style="dim")
             rows.append(self.evaluate(k))
             self.report(rows)
         return rows
@@ -201,6 +249,14 @@ class Improve:
         write_jsonl(self.dir / "metrics.jsonl", rows)
         plot(rows, self.dir)
         console.print(table(rows))
+
+
+def problem_key(problem) -> tuple:
+    """What makes two problems the same game whatever their ids and number order: numbers as a multiset, target."""
+    meta = problem.meta
+    if "numbers" in meta:
+        return tuple(sorted(meta["numbers"])), meta.get("target")
+    return (problem.prompt,), problem.answer
 
 
 def table(rows: list[dict]) -> Table:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from qstar.tasks.base import Task
@@ -41,16 +42,19 @@ def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
     return values
 
 
-def sft_records(trees: Iterable[Tree], task: Task, hindsight: bool = False) -> list[dict]:
-    """One record per distinct verified solution; with `hindsight`, also every legal complete play as the
-    solution of the problem it does solve (`task.relabel`: countdown sets the target to the number reached)."""
+def sft_records(trees: Iterable[Tree], task: Task, hindsight: bool = False, per_problem: int = 0) -> list[dict]:
+    """One record per distinct verified solution (at most `per_problem` per prompt, the first found, when > 0);
+    with `hindsight`, also every legal complete play as the solution of the problem it does solve
+    (`task.relabel`: countdown sets the target to the number reached)."""
     seen, records = set(), []
+    per_prompt: Counter = Counter()
 
     def add(problem, node: Node) -> None:
         prompt = task.render(problem, [])
         completion = "".join(text + task.separator for text in node.texts())
-        if (prompt, completion) not in seen:
+        if (prompt, completion) not in seen and not (per_problem and per_prompt[prompt] >= per_problem):
             seen.add((prompt, completion))
+            per_prompt[prompt] += 1
             records.append({"prompt": prompt, "completion": completion})
 
     for tree in trees:

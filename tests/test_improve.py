@@ -92,3 +92,41 @@ def test_a_killed_run_resumes_to_the_same_files(tmp_path):
     for name in ("iter-1/trees.jsonl", "iter-1/sft.jsonl", "iter-1/value.jsonl", "metrics.jsonl"):
         key = name + ".gz" if name.endswith("trees.jsonl") else name
         assert done[key] == reference[key], name
+
+
+def test_extra_problems_never_include_an_evaluation_problem(tmp_path):
+    from qstar.improve import problem_key
+    from qstar.io import save_trees
+    from qstar.tasks import QstarError
+    from qstar.types import Tree
+
+    cfg = small_config(iterations=1, extra_task="countdown", extra_problems=40)
+    run = Improve(cfg, tmp_path)
+    held = {problem_key(p) for p in run.evaluation_problems()}
+    assert len(run.extra) > 0 and not [p for p in run.extra if problem_key(p) in held]
+    test_game = get_task("game24").problems("test")[0]
+    (tmp_path / "iter-1").mkdir()
+    save_trees(tmp_path / "iter-1" / "trees.jsonl.gz", [Tree(test_game)])
+    try:
+        run.records(1)
+    except QstarError as e:
+        assert test_game.id in str(e)
+    else:
+        raise AssertionError("a test problem in the trees must stop the records stage")
+    assert not (tmp_path / "iter-1" / "sft.jsonl").exists()
+
+
+def test_the_shipped_checkpoints_solve_test_games():
+    from qstar.checkpoints import DEFAULT_VALUE
+    from qstar.scorers.value import ValueScorer
+
+    task = get_task("game24")
+    problems = task.problems("test")
+    greedy, runs = evaluate(task, problems, TinyPolicy.from_pretrained(), get_search("greedy"), show_progress=False)
+    assert greedy.accuracy >= 0.3  # 36% when shipped; the rules-only checkpoint solves none
+    value = ValueScorer.from_pretrained(DEFAULT_VALUE, task, ground_truth=False)
+    solved = [t for t in runs[0] if t.solved][:8]
+    unsolved = [t for t in runs[0] if not t.solved and t.answer is not None and t.answer.legal][:8]
+    first = [value.values([t.problem], [t.answer.texts()[:1]])[0] for t in solved + unsolved]
+    assert all(0 <= v <= 1 for v in first)
+    assert sum(first[: len(solved)]) / len(solved) > sum(first[len(solved) :]) / max(len(unsolved), 1)

@@ -4,4 +4,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TINY_RULES = HERE / "tiny-rules"  # rules-only policy from `qstar pretrain` (see README for the command)
-DEFAULT_POLICY = TINY_RULES
+TINY_IMPROVED = HERE / "tiny-improved"  # the policy after self-improvement (`benchmarks/improve.py`, see README)
+TINY_VALUE = HERE / "tiny-value"  # the value model trained beside it (LlamaForTokenClassification, 2 classes)
+DEFAULT_POLICY = TINY_IMPROVED
+DEFAULT_VALUE = TINY_VALUE

@@ -21,7 +21,7 @@ class LlamaDecoder:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
-        positions = torch.arange(cfg.max_position_embeddings)[None]
+        positions = torch.arange(cfg.max_position_embeddings, device=model.device)[None]
         cos, sin = model.model.rotary_emb(model.model.embed_tokens.weight[:1], positions)
         self.cos, self.sin = cos[0], sin[0]  # [position, head_dim] tables, looked up per token
         self.embed = model.model.embed_tokens.weight
@@ -45,7 +45,8 @@ class LlamaDecoder:
 
     def new_cache(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
-        return torch.zeros(shape, dtype=self.embed.dtype), torch.zeros(shape, dtype=self.embed.dtype)
+        like = {"dtype": self.embed.dtype, "device": self.embed.device}
+        return torch.zeros(shape, **like), torch.zeros(shape, **like)
 
     @torch.inference_mode()
     def forward(

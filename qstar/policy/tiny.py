@@ -51,11 +51,15 @@ class TinyPolicy:
         self.special_ids = set(tokenizer.all_special_ids)
         self.max_step_tokens = max_step_tokens
         self.context = model.config.max_position_embeddings
-        self.generator = torch.Generator().manual_seed(seed)
+        self.device = model.device  # proposals run where the model's weights are (CPU or CUDA)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, **kwargs) -> TinyPolicy:
+    def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, device: str | None = None, **kwargs) -> TinyPolicy:
+        """Load a checkpoint; `device` None keeps the CPU (pass `qstar.train.loop.best_device()` for CUDA)."""
         model = LlamaForCausalLM.from_pretrained(path)
+        if device is not None:
+            model = model.to(device)
         return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
 
     def seed(self, seed: int) -> None:
@@ -81,21 +85,23 @@ class TinyPolicy:
         for row, seq in enumerate(encoded):
             ids[row, width - len(seq) :] = torch.tensor(seq)
             valid[row, width - len(seq) :] = True
+        dev = self.device
+        ids, valid = ids.to(dev), valid.to(dev)
         positions = (valid.cumsum(1) - 1).clamp(min=0)
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        mask = (causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool)))[:, None]
+        causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
+        mask = (causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=dev)))[:, None]
         cache = self.decoder.new_cache(len(encoded), length)
         logits = self.decoder.forward(ids, positions, cache, 0, mask)
 
         # each prefix's cache and last logits are shared by its n samples (and by its repeats)
-        rows = torch.tensor([slot[p] for p in prefixes]).repeat_interleave(n)
+        rows = torch.tensor([slot[p] for p in prefixes], device=dev).repeat_interleave(n)
         keys, values = cache[0][:, rows], cache[1][:, rows]
         logits, next_pos = logits[rows], positions[rows, -1] + 1
-        key_mask = torch.cat([valid[rows], torch.ones(len(rows), length - width, dtype=torch.bool)], dim=1)
-        sample_of_row = torch.arange(len(rows))  # cache rows are compacted as samples finish
-        running = torch.ones(len(rows), dtype=torch.bool)
-        generated = torch.full((len(rows), length - width), -1)
-        logprob = torch.zeros(len(rows))
+        key_mask = torch.cat([valid[rows], torch.ones(len(rows), length - width, dtype=torch.bool, device=dev)], dim=1)
+        sample_of_row = torch.arange(len(rows), device=dev)  # cache rows are compacted as samples finish
+        running = torch.ones(len(rows), dtype=torch.bool, device=dev)
+        generated = torch.full((len(rows), length - width), -1, device=dev)
+        logprob = torch.zeros(len(rows), device=dev)
         for t in range(length - width):
             logp = torch.log_softmax(logits.float(), dim=-1)
             if temperature > 0:

@@ -32,8 +32,9 @@ class ValueScorer:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, task: Task, **kwargs) -> ValueScorer:
-        return cls(task, *value_model_from(path), **kwargs)
+    def from_pretrained(cls, path: str | Path, task: Task, device: str | None = None, **kwargs) -> ValueScorer:
+        model, tokenizer = value_model_from(path)
+        return cls(task, model.to(device) if device is not None else model, tokenizer, **kwargs)
 
     @torch.inference_mode()
     def values(self, problems: list[Problem], paths: list[list[str]]) -> list[float]:
@@ -45,8 +46,9 @@ class ValueScorer:
                 step_inputs(self.tokenizer, self.task.render(p, []), path, self.task.separator) for p, path in chunk
             ]
             logits = step_logits(self.model, [ids for ids, _ in inputs], self.tokenizer.pad_token_id or 0)
-            last = torch.tensor([tags[-1] for _, tags in inputs])
-            out += torch.softmax(logits[torch.arange(len(inputs)), last], dim=-1)[:, 1].tolist()
+            last = torch.tensor([tags[-1] for _, tags in inputs], device=logits.device)
+            rows = torch.arange(len(inputs), device=logits.device)
+            out += torch.softmax(logits[rows, last], dim=-1)[:, 1].tolist()
         return out
 
     def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:

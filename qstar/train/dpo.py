@@ -22,7 +22,7 @@ class DPOConfig(TrainConfig):
 
 def completion_logprobs(model: PreTrainedModel, rows: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
     """Sum of log-probabilities of each row's tokens after its prompt end, and their count."""
-    ids, mask = pad([r for r, _ in rows], pad_id)
+    ids, mask = pad([r for r, _ in rows], pad_id, model.device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     target = ids[:, 1:]
     logp = torch.log_softmax(logits, dim=-1).gather(2, target[..., None]).squeeze(2)
@@ -59,8 +59,8 @@ def train_dpo(
     def loss_fn(batch: list) -> torch.Tensor:
         logp, counts = completion_logprobs(model, [e[0] for e in batch] + [e[1] for e in batch], pad_id)
         chosen, rejected = logp[: len(batch)], logp[len(batch) :]
-        ref_c = torch.tensor([ref[id(e)][0] for e in batch])
-        ref_r = torch.tensor([ref[id(e)][1] for e in batch])
+        ref_c = torch.tensor([ref[id(e)][0] for e in batch], device=chosen.device)
+        ref_r = torch.tensor([ref[id(e)][1] for e in batch], device=chosen.device)
         margin = cfg.beta * ((chosen - ref_c) - (rejected - ref_r))
         loss = -F.logsigmoid(margin).mean()
         if cfg.sft_weight:

@@ -40,15 +40,20 @@ def encode(tokenizer: PreTrainedTokenizerBase, *pieces: str) -> tuple[list[int],
     return ids, ends
 
 
-def pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and their attention mask."""
+def best_device() -> str:
+    """`cuda` when a GPU is visible, else `cpu`: where `qstar improve` trains and searches."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pad(rows: list[list[int]], value: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, ...]:
+    """Right-padded ids and their attention mask (on `device`, the CPU by default)."""
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), value, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def fit(

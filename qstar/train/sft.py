@@ -27,7 +27,7 @@ def train_sft(
         examples.append((ids, prompt_end))
 
     def loss_fn(batch: list) -> torch.Tensor:
-        ids, mask = pad([ids for ids, _ in batch], tokenizer.pad_token_id or 0)
+        ids, mask = pad([ids for ids, _ in batch], tokenizer.pad_token_id or 0, model.device)
         labels = ids.masked_fill(mask == 0, -100)
         for i, (_, prompt_end) in enumerate(batch):
             labels[i, :prompt_end] = -100

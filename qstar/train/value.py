@@ -37,7 +37,7 @@ def step_inputs(tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list[str
 
 
 def step_logits(model: PreTrainedModel, rows: list[list[int]], pad_id: int) -> torch.Tensor:
-    ids, mask = pad(rows, pad_id)
+    ids, mask = pad(rows, pad_id, model.device)
     return model(input_ids=ids, attention_mask=mask).logits.float()
 
 
@@ -58,9 +58,10 @@ def train_value(
 
     def loss_fn(batch: list) -> torch.Tensor:
         logp = torch.log_softmax(step_logits(model, [ids for ids, _, _ in batch], pad_id), dim=-1)
-        rows = torch.tensor([i for i, (_, tags, _) in enumerate(batch) for _ in tags])
-        cols = torch.tensor([t for _, tags, _ in batch for t in tags])
-        target = torch.tensor([y for _, _, labels in batch for y in labels], dtype=torch.float)
+        dev = logp.device
+        rows = torch.tensor([i for i, (_, tags, _) in enumerate(batch) for _ in tags], device=dev)
+        cols = torch.tensor([t for _, tags, _ in batch for t in tags], device=dev)
+        target = torch.tensor([y for _, _, labels in batch for y in labels], dtype=torch.float, device=dev)
         picked = logp[rows, cols]
         return -(target * picked[:, 1] + (1 - target) * picked[:, 0]).mean()
 

@@ -1,0 +1,185 @@
+"""The self-improvement benchmark: `qstar improve` from the rules-only checkpoint, then its ablations, one table.
+
+    python benchmarks/improve.py                       # the README demo's settings on 2 cores, then the ablations
+    python benchmarks/improve.py --preset gpu --iterations 2 --run-dir runs/g   # the shipped run, first leg (CUDA)
+    python benchmarks/improve.py --preset gpu-continue --policy runs/g/iter-2/policy --run-dir runs/g2  # second
+    python benchmarks/improve.py --run-dir runs/X --resume
+
+Rows, all measured in this run on the same test problems:
+  - iteration 0 (the rules-only baseline) and each iteration: greedy and `eval_search` accuracy;
+  - SFT only against SFT + step-DPO: the last iteration's `policy-sft/` against its `policy/`;
+  - value-guided against rollout-guided search at equal token budget, with the last iteration's policy;
+  - the last policy on countdown `val_target` (targets never seen in training).
+Ratios are accuracies over iteration 0's, measured in the same run; the targets of issue #4 are printed
+beside the figures and are not changed by anything here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from qstar.evaluate import evaluate
+from qstar.improve import Improve, write_jsonl
+from qstar.improve_config import ImproveConfig
+from qstar.policy.tiny import TinyPolicy
+from qstar.scorers import RolloutScorer
+from qstar.scorers.value import ValueScorer
+from qstar.search import get_search
+from qstar.tasks import get_task
+
+TARGETS = {"game24": (0.60, 0.95), "countdown": (0.50, 0.80)}  # (greedy, search) from issue #4
+
+
+def gpu_config() -> ImproveConfig:
+    """The shipped checkpoints' run: every game24 train puzzle and fresh countdown problems each iteration."""
+    return ImproveConfig(
+        iterations=4,
+        train_problems=2000,  # more than the split: all 1,262 train puzzles each iteration
+        extra_task="countdown",
+        extra_problems=3000,
+        data_budget=4000,
+        batch_size=512,
+        sft_per_problem=8,
+        value_records=20000,
+        sft={"epochs": 4.0, "lr": 1e-3, "batch_size": 128},
+        dpo_train={"epochs": 1.0, "lr": 1e-4, "beta": 0.1, "batch_size": 128},
+        value={"epochs": 2.0, "lr": 1e-3, "batch_size": 128},
+    )
+
+
+def gpu_continue_config() -> ImproveConfig:
+    """The second leg of the shipped run, from the first leg's last policy (`--policy`): SFT only (step-DPO
+    cost accuracy in the first leg), fewer countdown problems and a smaller data budget to fit three iterations."""
+    return replace(gpu_config(), iterations=3, extra_problems=1500, data_budget=3000, dpo=False)
+
+
+PRESETS = {"demo": ImproveConfig, "gpu": gpu_config, "gpu-continue": gpu_continue_config}
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def ratio(x: float | None, base: float | None) -> str:
+    if x is None or base is None:
+        return "—"
+    return f"{x / base:.2f}x" if base > 0 else f"+{x - base:.1%} (baseline 0)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument("--run-dir", default=None, help="default runs/bench-improve-PRESET")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
+    parser.add_argument("--policy", default=None, help="override the preset's starting policy checkpoint")
+    parser.add_argument("--compare-searches", default="best-of-n,beam,mcts", help="for value vs rollouts")
+    parser.add_argument("--countdown-limit", type=int, default=200, help="val_target problems for the last policy")
+    args = parser.parse_args()
+
+    cfg = PRESETS[args.preset]()
+    if args.iterations is not None:
+        cfg = replace(cfg, iterations=args.iterations)
+    if args.policy is not None:
+        cfg = replace(cfg, policy=args.policy)
+    run_dir = Path(args.run_dir or f"runs/bench-improve-{args.preset}")
+    console = Console()
+    start = time.time()
+    run = Improve(cfg, run_dir, resume=args.resume)
+    rows = run.run()
+    seconds = {"improve": time.time() - start}
+    last, task, budget = cfg.iterations, run.task, cfg.eval_budget
+    test, size = run.test, cfg.batch_size
+
+    def measure(policy_path: Path, search: str, scorer=None, problems=test, on=task) -> dict:
+        policy = TinyPolicy.from_pretrained(policy_path, device=run.device, seed=cfg.seed)
+        if callable(scorer):
+            scorer = scorer(policy)
+        result, _ = evaluate(on, problems, policy, get_search(search), scorer, budget, batch_size=size)
+        return {"accuracy": result.accuracy, "tokens": result.tokens_per_problem}
+
+    value_path = run.it(last) / "value"
+    value = ValueScorer.from_pretrained(value_path, task, device=run.device)
+    ablations: dict = {}
+    t = time.time()
+    sft_only = run.it(last) / "policy-sft"
+    if sft_only.exists():
+        ablations["sft_only"] = {
+            "greedy": measure(sft_only, "greedy"),
+            "search": measure(sft_only, cfg.eval_search, value),
+        }
+    ablations["sft_dpo"] = {"greedy": measure(run.policy_path(last), "greedy")}
+    ablations["sft_dpo"]["search"] = measure(run.policy_path(last), cfg.eval_search, value)
+    ablations["scorers"] = {}
+    for name in args.compare_searches.split(","):
+        ablations["scorers"][name] = {
+            "value": measure(run.policy_path(last), name, value),
+            "rollouts": measure(run.policy_path(last), name, lambda p: RolloutScorer(task, p, k=cfg.rollouts)),
+        }
+    countdown = get_task("countdown")
+    held = countdown.problems("val_target", limit=args.countdown_limit)
+    cd_value = ValueScorer.from_pretrained(value_path, countdown, device=run.device)
+    ablations["countdown"] = {
+        "baseline_greedy": measure(run.policy_path(0), "greedy", problems=held, on=countdown),
+        "greedy": measure(run.policy_path(last), "greedy", problems=held, on=countdown),
+        "search": measure(run.policy_path(last), cfg.eval_search, cd_value, problems=held, on=countdown),
+        "n": len(held),
+    }
+    seconds["ablations"] = time.time() - t
+    (run_dir / "benchmark.json").write_text(json.dumps({"rows": rows, "ablations": ablations, "seconds": seconds}))
+    write_jsonl(run_dir / "benchmark_rows.jsonl", rows)
+
+    base_g, base_s = rows[0]["greedy_accuracy"], rows[0]["search_accuracy"]
+    goal_g, goal_s = TARGETS["game24" if cfg.task == "game24" else "countdown"]
+    where = f"{len(test)} test problems, {cfg.eval_search} at {budget} tokens"
+    table = Table(title=f"qstar improve on {cfg.task} ({where})")
+    for col in ("row", "greedy", "x base", "search", "x base", "search tokens"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        name = "rules-only baseline" if r["iteration"] == 0 else f"iteration {r['iteration']}"
+        g, s = r["greedy_accuracy"], r["search_accuracy"]
+        table.add_row(name, pct(g), ratio(g, base_g), pct(s), ratio(s, base_s), f"{r['search_tokens_per_problem']:.0f}")
+    final = f"iteration {last}: SFT + DPO" if cfg.dpo else f"iteration {last}: SFT only (no DPO)"
+    for key, label in (("sft_only", f"iteration {last}: SFT only"), ("sft_dpo", final)):
+        if key in ablations:
+            g, s = ablations[key]["greedy"]["accuracy"], ablations[key]["search"]
+            table.add_row(label, pct(g), ratio(g, base_g), pct(s["accuracy"]), ratio(s["accuracy"], base_s))
+    table.add_row("target", f"≥ {goal_g:.0%}", "", f"≥ {goal_s:.0%}", "", f"≤ {budget}")
+    console.print(table)
+
+    cmp = Table(title=f"value- vs rollout-guided search at {budget} tokens, iteration {last}'s policy")
+    for col in ("search", "value model", "tokens", "rollouts", "tokens", "value / rollouts"):
+        cmp.add_column(col, justify="right")
+    for name, r in ablations["scorers"].items():
+        v, ro = r["value"], r["rollouts"]
+        cmp.add_row(
+            name, pct(v["accuracy"]), f"{v['tokens']:.0f}", pct(ro["accuracy"]), f"{ro['tokens']:.0f}",
+            ratio(v["accuracy"], ro["accuracy"]),
+        )  # fmt: skip
+    console.print(cmp)
+
+    cd = ablations["countdown"]
+    cdt = Table(title=f"countdown val_target ({cd['n']} problems, targets never trained on)")
+    for col in ("policy", "greedy", "search", "target greedy / search"):
+        cdt.add_column(col, justify="right")
+    goal = TARGETS["countdown"]
+    cdt.add_row("rules-only", pct(cd["baseline_greedy"]["accuracy"]), "", "")
+    cdt.add_row(
+        f"iteration {last}",
+        pct(cd["greedy"]["accuracy"]),
+        f"{cd['search']['accuracy']:.1%} ({cd['search']['tokens']:.0f} tokens)",
+        f"≥ {goal[0]:.0%} / ≥ {goal[1]:.0%}",
+    )
+    console.print(cdt)
+    console.print(f"improve {seconds['improve']:.0f} s, ablations {seconds['ablations']:.0f} s, device {run.device}")
+
+
+if __name__ == "__main__":
+    main()
