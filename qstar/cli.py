@@ -51,6 +51,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "(default: verifier where it needs no reference answer, else checker)",
     )
     p.add_argument("--aggregate", default="min", help="PRM step rewards to a path value: min (default), last, prod")
+    p.add_argument(
+        "--step-tag",
+        default=None,
+        help='what follows each step for a PRM folder (default: the task\'s separator; Math-Shepherd " ки", '
+        'Qwen2.5-Math-PRM "<extra_0>")',
+    )
     p.add_argument("--judge-samples", type=int, default=1, help="judgements averaged per path for --scorer judge")
     p.add_argument("--rollouts", type=int, default=4, help="completions per path for --scorer rollouts")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
@@ -146,7 +152,11 @@ def setup(args: argparse.Namespace, task_name: str, problems_file: str | None = 
     for flag in ("budget", "seeds", "limit", "batch_size", "rollouts", "judge_samples"):
         positive(getattr(args, flag, None), "--" + flag.replace("_", "-"))
     policy = load_policy(args.policy, seed=args.seed, model=args.model, chat=args.chat)
-    return task, policy, get_scorer(args.scorer, task, policy, args.rollouts, args.aggregate, args.judge_samples)
+    return (
+        task,
+        policy,
+        get_scorer(args.scorer, task, policy, args.rollouts, args.aggregate, args.judge_samples, args.step_tag),
+    )
 
 
 def solve_problem(args: argparse.Namespace):

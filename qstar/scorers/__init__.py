@@ -27,7 +27,13 @@ def default_scorer(task: Task) -> str:
 
 
 def get_scorer(
-    name: str, task: Task, policy: Policy, rollouts: int = 4, aggregate: str = "min", judge_samples: int = 1
+    name: str,
+    task: Task,
+    policy: Policy,
+    rollouts: int = 4,
+    aggregate: str = "min",
+    judge_samples: int = 1,
+    step_tag: str | None = None,
 ) -> Scorer:
     check_scorer_name(name)
     if name == "verifier":
@@ -47,7 +53,7 @@ def get_scorer(
         return JudgeScorer(task, policy, samples=judge_samples, temperature=0.7 if judge_samples > 1 else 0.0)
     from qstar.scorers.prm import PRMScorer
 
-    return PRMScorer.from_pretrained(name, task, aggregate=aggregate)
+    return PRMScorer.from_pretrained(name, task, aggregate=aggregate, step_tag=step_tag)
 
 
 __all__ = [
