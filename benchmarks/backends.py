@@ -4,7 +4,9 @@
 
 - OpenAI-compatible backend: against a llama.cpp server (`llama_cpp.server`) this script starts itself,
   16 GSM8K first-step prompts sampled with 8 requests in flight vs 1 at a time, measured in the same run
-  (alternating, after a warm-up). The ratio column is relative to 1 at a time.
+  (alternating, after a warm-up). The ratio column is relative to 1 at a time. llama-cpp-python's server
+  runs one request at a time (a global lock), so expect about 1x there; servers that batch requests
+  (vLLM, SGLang, `llama-server --parallel 8`) are where requests in flight pay.
 - HF backend: the same GGUF through `qstar.policy.load_policy(path)` (transformers, dequantised), greedy
   steps for the same prompts at batch 1 vs batch 16; the ratio is relative to batch 1.
 """
@@ -58,11 +60,11 @@ def openai_rows(gguf: Path, texts: list[str], repeats: int, threads: int, step_t
         policies = {c: OpenAIPolicy(server.url, concurrency=c, max_step_tokens=step_tokens) for c in (1, 8)}
         for policy in policies.values():
             policy.seed(0)
-        policies[8].propose(texts[:2], temperature=1.0)  # warm-up (model pages, the server's first request)
+        policies[8].propose(texts, temperature=1.0)  # warm-up: the server's first long prompt is very slow
         rates: dict[int, list[float]] = {1: [], 8: []}
-        for _ in range(repeats):
-            for c, policy in policies.items():
-                rates[c].append(rate(policy, [texts], temperature=1.0))
+        for r in range(repeats):  # alternate the order, so drift in the machine's load cancels
+            for c in (1, 8) if r % 2 == 0 else (8, 1):
+                rates[c].append(rate(policies[c], [texts], temperature=1.0))
     mean = {c: sum(r) / len(r) for c, r in rates.items()}
     name = f"openai → llama.cpp server ({threads} threads)"
     return [(name, "1 request at a time", mean[1]), (name, "8 requests in flight", mean[8])]
