@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
     parser.add_argument("--policy", default=None, help="override the preset's starting policy checkpoint")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="set a config field")
     parser.add_argument("--compare-searches", default="best-of-n,beam,mcts", help="for value vs rollouts")
     parser.add_argument("--countdown-limit", type=int, default=200, help="val_target problems for the last policy")
     args = parser.parse_args()
@@ -89,6 +90,9 @@ def main() -> None:
         cfg = replace(cfg, iterations=args.iterations)
     if args.policy is not None:
         cfg = replace(cfg, policy=args.policy)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        cfg = replace(cfg, **{name: json.loads(value)})
     run_dir = Path(args.run_dir or f"runs/bench-improve-{args.preset}")
     console = Console()
     start = time.time()

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The main job: evaluate the shipped policy on the 100 Tree-of-Thoughts test games of Game of 24.
+# The main job: `qstar improve` on Game of 24 from the rules-only checkpoint (two iterations with the defaults
+# of qstar/improve_config.py), printing the per-iteration table. Run again to see the finished run's table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-"${QSTAR_VENV:-.venv}/bin/qstar" eval --task game24 --split test --search greedy "$@"
+dir=${QSTAR_DEMO_DIR:-runs/demo}
+resume=()
+[ -f "$dir/config.json" ] && resume=(--resume)
+"${QSTAR_VENV:-.venv}/bin/qstar" improve --task game24 --iterations 2 --run-dir "$dir" "${resume[@]}" "$@"
