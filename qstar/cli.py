@@ -318,12 +318,14 @@ def quiet_transformers() -> None:
     """Keep transformers' load reports and progress bars out of qstar's own output."""
     from transformers.utils import logging
 
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a raw tqdm bar
     logging.set_verbosity_error()
     logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(
+        "TQDM_DISABLE", "1"
+    )  # transformers' GGUF loader draws a raw tqdm bar; tqdm reads this on import
     args = build_parser().parse_args(argv)
     if args.command in ("solve", "eval", "compare", "improve", "pretrain"):
         quiet_transformers()

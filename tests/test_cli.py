@@ -64,6 +64,10 @@ def test_eval_table_on_a_problems_file(tmp_path):
         (["eval", "--task", "countdown", "--problems", "/no/such/file.jsonl"], "not found"),
         (["eval", "--task", "game24", "--policy", "/no/such/model"], "no model at"),
         (["eval", "--limit", "0"], "--limit"),
+        (["solve", "--task", "gsm8k"], "--question is required"),
+        (["eval", "--task", "math"], "pass --problems"),
+        (["eval", "--task", "gsm8k", "--scorer", "oracle"], "unknown scorer 'oracle'"),
+        (["eval", "--task", "gsm8k", "--scorer", "verifier", "--limit", "1"], "needs the reference answer"),
         (["frobnicate"], "invalid choice"),
     ],
 )
