@@ -10,10 +10,12 @@ import pytest
 
 from qstar.cli import main
 from qstar.policy import load_policy
+from qstar.policy.base import BackendError
 from qstar.policy.hf import HFPolicy
 from qstar.scorers import CheckerScorer, get_scorer
 from qstar.search import get_search, run_search
 from qstar.tasks import get_task
+from qstar.types import Prefix
 
 TASK = get_task("gsm8k")
 PROBLEMS = TASK.problems("test", limit=5)
@@ -79,3 +81,16 @@ def test_judge_scores_paths_with_the_real_model_and_charges_its_tokens(smol):
     assert all(v in (0.0, 0.25, 0.5, 0.75, 1.0) for v in scores.values)
     assert all(0 < t <= judge.max_tokens(PROBLEMS[0], p) for t, p in zip(scores.tokens, paths, strict=True))
     assert scores.calls == [2, 2] and not judge.uses_verifier
+
+
+def test_a_prompt_beyond_the_context_fails_alone_with_a_reason(smol):
+    long, short = TASK.render(PROBLEMS[0], []), Prefix("Question: What is 2 + 2?\nAnswer:\n")
+    context = smol.context
+    smol.context = len(smol.tokenizer(smol.text(short))["input_ids"]) + smol.max_step_tokens + 10
+    try:
+        with pytest.raises(BackendError) as caught:
+            smol.propose([long, short])
+    finally:
+        smol.context = context
+    assert list(caught.value.failed) == [0] and "exceeds the context" in caught.value.failed[0]
+    assert caught.value.results[0] is None and caught.value.results[1][0].text

@@ -16,6 +16,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from qstar.policy.base import BackendError
 from qstar.tasks.base import QstarError
 from qstar.types import Step, split_prefix
 
@@ -58,6 +59,7 @@ class HFPolicy:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.separator, self.max_step_tokens, self.batch_size = separator, max_step_tokens, batch_size
+        self.context = getattr(model.config, "max_position_embeddings", None) or 2**31
         self.chat = tokenizer.chat_template is not None if chat is None else chat
         if self.chat and tokenizer.chat_template is None:
             raise QstarError("this tokenizer has no chat template; load the model without chat")
@@ -101,14 +103,25 @@ class HFPolicy:
     def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
         """`n` next steps per prefix (greedy: one generation, repeated, the repeats costing no tokens).
         Log-probs are under the untempered model; a step ends at its first separator after non-blank text."""
-        unique = list(dict.fromkeys(prefixes))
+        too_long = {p: self.overflow(p) for p in dict.fromkeys(prefixes)}
+        unique = [p for p, why in too_long.items() if not why]
         draws = n if temperature > 0 else 1
         steps: dict[str, list[Step]] = {}
         for i in range(0, len(unique), max(1, self.batch_size // draws)):
             chunk = unique[i : i + max(1, self.batch_size // draws)]
             for prefix, sampled in zip(chunk, self._generate(chunk, draws, temperature), strict=True):
                 steps[prefix] = sampled if draws == n else sampled + [self._repeat(sampled[0])] * (n - 1)
+        failed = {i: too_long[p] for i, p in enumerate(prefixes) if too_long[p]}
+        if failed:  # only those problems end, with the reason; the rest of the batch goes on
+            raise BackendError(failed, [steps.get(p) for p in prefixes])
         return [steps[p] for p in prefixes]
+
+    def overflow(self, prefix: str) -> str:
+        """Why a prefix cannot be continued within the model's context, or "" when it can."""
+        length = len(self.tokenizer(self.text(prefix), add_special_tokens=not self.chat)["input_ids"])
+        if length + self.max_step_tokens <= self.context:
+            return ""
+        return f"prompt of {length} tokens + a {self.max_step_tokens}-token step exceeds the context of {self.context}"
 
     @staticmethod
     def _repeat(step: Step) -> Step:
