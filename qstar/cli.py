@@ -34,8 +34,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--policy",
         default="tiny",
         help="`tiny` (the shipped checkpoint, default), a model folder or .gguf file (Hugging Face backend), or "
-        "an http(s):// base URL of an OpenAI-compatible server (vLLM, SGLang, llama.cpp) with --model",
+        "an http(s):// base URL of an OpenAI-compatible server (vLLM, SGLang, llama.cpp) with --model; "
+        "`openai` takes the URL from $OPENAI_BASE_URL",
     )
+    p.add_argument("--api-key", default=None, help="the server's API key (default: $OPENAI_API_KEY)")
     p.add_argument("--model", default=None, help="model name on the server (default: $OPENAI_MODEL, else the first)")
     p.add_argument(
         "--chat",
@@ -151,7 +153,7 @@ def setup(args: argparse.Namespace, task_name: str, problems_file: str | None = 
     check_scorer_name(args.scorer)
     for flag in ("budget", "seeds", "limit", "batch_size", "rollouts", "judge_samples"):
         positive(getattr(args, flag, None), "--" + flag.replace("_", "-"))
-    policy = load_policy(args.policy, seed=args.seed, model=args.model, chat=args.chat)
+    policy = load_policy(args.policy, seed=args.seed, model=args.model, chat=args.chat, api_key=args.api_key)
     return (
         task,
         policy,

@@ -218,3 +218,17 @@ def test_evaluation_finishes_when_the_server_goes_away(gsm8k):
         result, runs = evaluate(task, problems, policy, get_search("greedy"), batch_size=1, show_progress=False)
     assert result.n == 8 and 0 < result.failed < 8 and result.solved == 8 - result.failed
     assert all("cannot reach" in t.error for t in runs[0] if t.error)
+
+
+def test_server_url_model_and_key_from_the_environment(monkeypatch):
+    with FaultServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+        monkeypatch.setenv("OPENAI_MODEL", "served-model")
+        policy = load_policy("openai")
+        policy.propose([QUESTION])
+        assert server.requests[-1]["model"] == "served-model"
+        assert server.headers[-1]["Authorization"] == "Bearer sk-env"
+        load_policy("openai", model="flag-model", api_key="sk-flag").propose([QUESTION])
+        assert server.requests[-1]["model"] == "flag-model"
+        assert server.headers[-1]["Authorization"] == "Bearer sk-flag"
