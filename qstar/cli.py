@@ -325,9 +325,8 @@ def quiet_transformers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault(
-        "TQDM_DISABLE", "1"
-    )  # transformers' GGUF loader draws a raw tqdm bar; tqdm reads this on import
+    # transformers' GGUF loader draws a raw tqdm bar; tqdm reads this variable when it is imported
+    os.environ.setdefault("TQDM_DISABLE", "1")
     args = build_parser().parse_args(argv)
     if args.command in ("solve", "eval", "compare", "improve", "pretrain"):
         quiet_transformers()

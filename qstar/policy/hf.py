@@ -103,22 +103,25 @@ class HFPolicy:
     def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
         """`n` next steps per prefix (greedy: one generation, repeated, the repeats costing no tokens).
         Log-probs are under the untempered model; a step ends at its first separator after non-blank text."""
-        too_long = {p: self.overflow(p) for p in dict.fromkeys(prefixes)}
-        unique = [p for p, why in too_long.items() if not why]
+        unique = list(dict.fromkeys(prefixes))
+        encoded = self.tokenizer([self.text(p) for p in unique], add_special_tokens=not self.chat)["input_ids"]
+        too_long = {p: self.overflow(len(ids)) for p, ids in zip(unique, encoded, strict=True)}
+        fitting = [(p, ids) for p, ids in zip(unique, encoded, strict=True) if not too_long[p]]
         draws = n if temperature > 0 else 1
+        per_call = max(1, self.batch_size // draws)
         steps: dict[str, list[Step]] = {}
-        for i in range(0, len(unique), max(1, self.batch_size // draws)):
-            chunk = unique[i : i + max(1, self.batch_size // draws)]
-            for prefix, sampled in zip(chunk, self._generate(chunk, draws, temperature), strict=True):
+        for i in range(0, len(fitting), per_call):
+            chunk = fitting[i : i + per_call]
+            generated = self._generate([ids for _, ids in chunk], draws, temperature)
+            for (prefix, _), sampled in zip(chunk, generated, strict=True):
                 steps[prefix] = sampled if draws == n else sampled + [self._repeat(sampled[0])] * (n - 1)
         failed = {i: too_long[p] for i, p in enumerate(prefixes) if too_long[p]}
         if failed:  # only those problems end, with the reason; the rest of the batch goes on
             raise BackendError(failed, [steps.get(p) for p in prefixes])
         return [steps[p] for p in prefixes]
 
-    def overflow(self, prefix: str) -> str:
-        """Why a prefix cannot be continued within the model's context, or "" when it can."""
-        length = len(self.tokenizer(self.text(prefix), add_special_tokens=not self.chat)["input_ids"])
+    def overflow(self, length: int) -> str:
+        """Why a prompt of `length` tokens cannot be continued within the model's context, or "" when it can."""
         if length + self.max_step_tokens <= self.context:
             return ""
         return f"prompt of {length} tokens + a {self.max_step_tokens}-token step exceeds the context of {self.context}"
@@ -127,10 +130,8 @@ class HFPolicy:
     def _repeat(step: Step) -> Step:
         return Step(step.text, step.logprob, step.done, tokens=0)
 
-    def _generate(self, prefixes: list[str], n: int, temperature: float) -> list[list[Step]]:
-        batch = self.tokenizer(
-            [self.text(p) for p in prefixes], return_tensors="pt", padding=True, add_special_tokens=not self.chat
-        ).to(self.model.device)
+    def _generate(self, prompts: list[list[int]], n: int, temperature: float) -> list[list[Step]]:
+        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.model.device)
         width = batch["input_ids"].shape[1]
         config = GenerationConfig(
             max_new_tokens=self.max_step_tokens,
@@ -149,7 +150,7 @@ class HFPolicy:
         new = out.sequences[:, width:]
         logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).gather(2, new[..., None]).squeeze(2)
         rows = [self._step(ids, lp) for ids, lp in zip(new.tolist(), logp.tolist(), strict=True)]
-        return [rows[i * n : (i + 1) * n] for i in range(len(prefixes))]
+        return [rows[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _step(self, ids: list[int], logps: list[float]) -> Step:
         """Cut one generated row at its step's end: the separator after non-blank text, or end-of-sequence."""

@@ -15,7 +15,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrai
 
 from qstar.scorers.base import Scores
 from qstar.tasks.base import QstarError, Task
-from qstar.train.value import step_inputs, step_logits
+from qstar.train.value import step_probabilities
 from qstar.types import Problem
 
 AGGREGATES = {"min": min, "last": lambda rewards: rewards[-1], "prod": math.prod}
@@ -51,17 +51,12 @@ class PRMScorer:
             model = model.to("cuda")
         return cls(task, model, AutoTokenizer.from_pretrained(path), **kwargs)
 
-    @torch.inference_mode()
     def step_rewards(self, problems: list[Problem], paths: list[list[str]]) -> list[list[float]]:
         """The positive-class probability at each step's tag (at the prompt's end for an empty path)."""
-        rewards: list[list[float]] = []
-        pad_id = self.tokenizer.pad_token_id or 0
-        for i in range(0, len(paths), self.batch_size):
-            chunk = list(zip(problems[i : i + self.batch_size], paths[i : i + self.batch_size], strict=True))
-            inputs = [step_inputs(self.tokenizer, self.task.render(p, []), path, self.step_tag) for p, path in chunk]
-            probs = torch.softmax(step_logits(self.model, [ids for ids, _ in inputs], pad_id), dim=-1)
-            rewards += [probs[row, tags, self.positive].tolist() for row, (_, tags) in enumerate(inputs)]
-        return rewards
+        prompts = [self.task.render(p, []) for p in problems]
+        return step_probabilities(
+            self.model, self.tokenizer, prompts, paths, self.step_tag, self.positive, self.batch_size
+        )
 
     def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
         values = [self.aggregate(r) for r in self.step_rewards(problems, paths)]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from qstar.scorers.base import Scores
 from qstar.scorers.ground_truth import VerifierScorer
 from qstar.tasks.base import Task
-from qstar.train.value import step_inputs, step_logits, value_model_from
+from qstar.train.value import step_probabilities, value_model_from
 from qstar.types import Problem
 
 
@@ -36,20 +35,13 @@ class ValueScorer:
         model, tokenizer = value_model_from(path)
         return cls(task, model.to(device) if device is not None else model, tokenizer, **kwargs)
 
-    @torch.inference_mode()
     def values(self, problems: list[Problem], paths: list[list[str]]) -> list[float]:
-        """The model's own values, no ground truth."""
-        out: list[float] = []
-        for i in range(0, len(paths), self.batch_size):
-            chunk = list(zip(problems[i : i + self.batch_size], paths[i : i + self.batch_size], strict=True))
-            inputs = [
-                step_inputs(self.tokenizer, self.task.render(p, []), path, self.task.separator) for p, path in chunk
-            ]
-            logits = step_logits(self.model, [ids for ids, _ in inputs], self.tokenizer.pad_token_id or 0)
-            last = torch.tensor([tags[-1] for _, tags in inputs], device=logits.device)
-            rows = torch.arange(len(inputs), device=logits.device)
-            out += torch.softmax(logits[rows, last], dim=-1)[:, 1].tolist()
-        return out
+        """The model's own values, no ground truth: its reading at each path's last step."""
+        prompts = [self.task.render(p, []) for p in problems]
+        readings = step_probabilities(
+            self.model, self.tokenizer, prompts, paths, self.task.separator, 1, self.batch_size
+        )
+        return [steps[-1] for steps in readings]
 
     def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
         values = self.values(problems, paths)

@@ -41,6 +41,30 @@ def step_logits(model: PreTrainedModel, rows: list[list[int]], pad_id: int) -> t
     return model(input_ids=ids, attention_mask=mask).logits.float()
 
 
+@torch.inference_mode()
+def step_probabilities(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    paths: list[list[str]],
+    tag: str,
+    positive: int = 1,
+    batch_size: int = 32,
+) -> list[list[float]]:
+    """Per path, the model's probability of class `positive` at each step's tag (at the prompt's end for an
+    empty path): the value / PRM model's reading of every step, in batches."""
+    out: list[list[float]] = []
+    pad_id = tokenizer.pad_token_id or 0
+    for i in range(0, len(paths), batch_size):
+        inputs = [
+            step_inputs(tokenizer, q, path, tag)
+            for q, path in zip(prompts[i : i + batch_size], paths[i : i + batch_size], strict=True)
+        ]
+        probs = torch.softmax(step_logits(model, [ids for ids, _ in inputs], pad_id), dim=-1)
+        out += [probs[row, tags, positive].tolist() for row, (_, tags) in enumerate(inputs)]
+    return out
+
+
 def train_value(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
