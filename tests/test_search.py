@@ -114,6 +114,23 @@ def test_beam_never_keeps_more_than_its_width():
     assert by_depth and max(by_depth.values()) <= 2
 
 
+def test_dfs_wide_root_and_widening():
+    """`root_k` proposals at the root, `k` below; `widen` asks the root again once every open step is explored,
+    so an unsolvable problem spends the budget on more first steps instead of stopping early."""
+    problem = make_problem("p", [2, 3, 5, 7], 1000)  # unsolvable: every path is explored and fails
+    policy = ScriptedPolicy(seed=4)
+    scorer = VerifierScorer(TASK)
+    narrow = get_search("dfs", root_k=3, k=1, threshold=0.0)
+    (tree,) = run_search(narrow, [problem], TASK, policy, scorer, budget=3000)
+    assert len(tree.root.children) == 3
+    assert all(len(c.children) <= 1 for c in tree.root.children)
+    (wide,) = run_search(
+        get_search("dfs", root_k=3, k=1, threshold=0.0, widen=True), [problem], TASK, policy, scorer, 3000
+    )
+    assert len(wide.root.children) > 3 and tree.tokens < wide.tokens <= 3000
+    assert get_search("dfs-wide").widen and get_search("dfs-wide").root_k > get_search("dfs-wide").k
+
+
 def test_astar_rejects_unknown_aggregation():
     with pytest.raises(ValueError, match="aggregation"):
         get_search("astar", aggregation="mean")

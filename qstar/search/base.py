@@ -69,7 +69,10 @@ def register(name: str, **defaults: Any):
 def get_search(name: str, **kwargs: Any) -> Search:
     if name not in SEARCHES:
         raise QstarError(f"unknown search {name!r}; choose from {', '.join(sorted(SEARCHES))}")
-    return SEARCHES[name](**kwargs)
+    try:
+        return SEARCHES[name](**kwargs)
+    except TypeError as e:  # a field the dataclass does not have
+        raise QstarError(f"search {name!r}: {e}") from None
 
 
 def affordable(tree: Tree, ctx: Context, tokens: int) -> bool:
