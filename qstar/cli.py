@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from rich.console import Console
@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(ImproveConfig):
         if isinstance(f.default, bool):
             imp.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
-        elif f.name not in ("sft", "dpo_train", "value"):
+        elif f.name.endswith("_search_args"):
+            help_ = 'that search\'s hyper-parameters as JSON, e.g. \'{"root_k": 32, "accept": 2}\' (default: {})'
+            imp.add_argument(f"--{f.name.replace('_', '-')}", type=search_args, default={}, help=help_)
+        elif f.default_factory is MISSING:  # the trainer overrides keep their defaults (see --sft-epochs)
             kind = int if f.name == "eval_limit" else type(f.default)
             imp.add_argument(
                 f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default: {f.default})"
@@ -135,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default: {f.default})"
         )
     return parser
+
+
+def search_args(text: str) -> dict:
+    """A JSON object of search hyper-parameters (argparse type)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object of hyper-parameters")
+    return value
 
 
 def positive(value: int | None, flag: str) -> None:
@@ -295,13 +309,15 @@ def cmd_improve(args: argparse.Namespace) -> dict:
     from qstar.improve_config import ImproveConfig
     from qstar.search import get_search
 
-    names = {f.name for f in fields(ImproveConfig)} - {"sft", "dpo_train", "value"}
+    names = {f.name for f in fields(ImproveConfig) if f.default_factory is MISSING or f.name.endswith("_search_args")}
     cfg = ImproveConfig(**{name: getattr(args, name) for name in names})
     if args.sft_epochs is not None:
         cfg.sft["epochs"] = args.sft_epochs
     if args.value_epochs is not None:
         cfg.value["epochs"] = args.value_epochs
-    get_search(cfg.data_search), get_search(cfg.eval_search)  # unknown names fail before any work
+    get_search(cfg.data_search, **cfg.data_search_args), get_search(cfg.eval_search, **cfg.eval_search_args)
+    if cfg.value_labels not in ("mc", "hard"):
+        raise QstarError(f"--value-labels must be mc or hard, not {cfg.value_labels!r}")
     for flag in ("iterations", "train_problems", "data_budget", "eval_budget", "rollouts"):
         positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
     return {"rows": Improve(cfg, args.run_dir, args.resume).run(), "run_dir": args.run_dir}

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from qstar.checkpoints import DEFAULT_POLICY, TINY_RULES
+from qstar.checkpoints import DEFAULT_POLICY, DEFAULT_VALUE, TINY_RULES
 from qstar.evaluate import evaluate
 from qstar.improve_config import ImproveConfig
 from qstar.io import atomic_write, figure, load_trees, save_png, save_trees
@@ -117,11 +117,19 @@ class Improve:
     def policy(self, k: int, path: Path | None = None) -> TinyPolicy:
         return TinyPolicy.from_pretrained(path or self.policy_path(k), device=self.device, seed=self.cfg.seed + k)
 
+    def value_path(self, k: int) -> Path | None:
+        """Iteration k's value model; before iteration 1 the `start_value` one, if any."""
+        if k > 0:
+            return self.it(k) / "value"
+        named = {"tiny-value": DEFAULT_VALUE, "": None}
+        return named[self.cfg.start_value] if self.cfg.start_value in named else Path(self.cfg.start_value)
+
     def scorer(self, k: int, policy: TinyPolicy):
         """Rollouts until a value model exists, then the latest value model (with the ground truth)."""
-        if k == 0:
+        path = self.value_path(k)
+        if path is None:
             return RolloutScorer(self.task, policy, k=self.cfg.rollouts)
-        return ValueScorer.from_pretrained(self.it(k) / "value", self.task, device=self.device)
+        return ValueScorer.from_pretrained(path, self.task, device=self.device)
 
     # ---- stages -------------------------------------------------------------------------------------------
 
@@ -136,7 +144,7 @@ class Improve:
         policy = self.policy(k - 1)
         scorer = self.scorer(k - 1, policy)
         console.print(f"iteration {k}: searching {len(problems)} train problems ({self.cfg.data_search})")
-        search = get_search(self.cfg.data_search)
+        search = get_search(self.cfg.data_search, **self.cfg.data_search_args)
         result, (trees,) = evaluate(
             self.task, problems, policy, search, scorer, self.cfg.data_budget, batch_size=self.cfg.batch_size
         )
@@ -156,7 +164,7 @@ class Improve:
         leaked = [t.problem.id for t in earlier + trees if problem_key(t.problem) in held]
         if leaked:  # the searches never get such a problem; records must never hold one either
             raise QstarError(f"evaluation problems among the training trees: {', '.join(leaked[:5])}")
-        values = value_records(earlier + trees, self.task)
+        values = value_records(earlier + trees, self.task, self.cfg.value_labels)
         if len(values) > self.cfg.value_records:  # one record per path grows fast: train on a seeded sample
             values = random.Random(self.cfg.seed * 1000 + k).sample(values, self.cfg.value_records)
         write_jsonl(self.it(k) / "value.jsonl", values)
@@ -194,7 +202,7 @@ class Improve:
         out = self.it(k) / "value"
         if out.exists():
             return
-        start = self.it(k - 1) / "value" if k > 1 else self.it(k) / "policy"
+        start = self.value_path(k - 1) or self.it(k) / "policy"
         model, tokenizer = value_model_from(start)
         model = model.to(self.device)
         history = train_value(model, tokenizer, read_jsonl(self.it(k) / "value.jsonl"), ValueConfig(**self.cfg.value))
@@ -212,7 +220,7 @@ class Improve:
             self.task,
             self.test,
             policy,
-            get_search(self.cfg.eval_search),
+            get_search(self.cfg.eval_search, **self.cfg.eval_search_args),
             self.scorer(k, policy),
             self.cfg.eval_budget,
             batch_size=size,
@@ -224,7 +232,7 @@ class Improve:
             "search": self.cfg.eval_search,
             "search_accuracy": search.accuracy,
             "search_tokens_per_problem": search.tokens_per_problem,
-            "scorer": "rollouts" if k == 0 else "value",
+            "scorer": "value" if self.value_path(k) else "rollouts",
         }
         atomic_write(out, json.dumps(row).encode())
         return row

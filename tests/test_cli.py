@@ -69,6 +69,9 @@ def test_eval_table_on_a_problems_file(tmp_path):
         (["eval", "--task", "gsm8k", "--scorer", "oracle"], "unknown scorer 'oracle'"),
         (["eval", "--task", "gsm8k", "--scorer", "verifier", "--limit", "1"], "needs the reference answer"),
         (["frobnicate"], "invalid choice"),
+        (["improve", "--run-dir", "r", "--data-search", "dfs", "--data-search-args", '{"rootk": 3}'], "'rootk'"),
+        (["improve", "--run-dir", "r", "--eval-search-args", "[1]"], "expected a JSON object"),
+        (["improve", "--run-dir", "r", "--value-labels", "soft"], "--value-labels must be mc or hard"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):
