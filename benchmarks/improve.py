@@ -1,12 +1,17 @@
-"""The self-improvement benchmark: `qstar improve` from the rules-only checkpoint, then its ablations, one table.
+"""The self-improvement benchmark: `qstar improve` (from the rules-only checkpoint by default), then its
+ablations, one table.
 
     python benchmarks/improve.py                       # the README demo's settings on 2 cores, then the ablations
     python benchmarks/improve.py --preset gpu --iterations 2 --run-dir runs/g   # the shipped run, first leg (CUDA)
     python benchmarks/improve.py --preset gpu-continue --policy runs/g/iter-2/policy --run-dir runs/g2  # second
+    python benchmarks/improve.py --preset cpu-dfs --policy runs/g2/iter-3/policy \
+        --set start_value='"runs/g2/iter-3/value"' --run-dir runs/d1                   # third (2 cores)
+    python benchmarks/improve.py --preset cpu-dfs-continue --policy runs/d1/iter-1/policy \
+        --set start_value='"runs/d1/iter-1/value"' --run-dir runs/d2                   # fourth (2 cores)
     python benchmarks/improve.py --run-dir runs/X --resume
 
 Rows, all measured in this run on the same test problems:
-  - iteration 0 (the rules-only baseline) and each iteration: greedy and `eval_search` accuracy;
+  - iteration 0 (the starting policy; rules-only by default) and each iteration: greedy and search accuracy;
   - SFT only against SFT + step-DPO: the last iteration's `policy-sft/` against its `policy/`;
   - value-guided against rollout-guided search at equal token budget, with the last iteration's policy;
   - the last policy on countdown `val_target` (targets never seen in training).
@@ -60,7 +65,42 @@ def gpu_continue_config() -> ImproveConfig:
     return replace(gpu_config(), iterations=3, extra_problems=1500, data_budget=3000, dpo=False)
 
 
-PRESETS = {"demo": ImproveConfig, "gpu": gpu_config, "gpu-continue": gpu_continue_config}
+def dfs_config() -> ImproveConfig:
+    """The third leg of the shipped run, on 2 cores (~15 min), from the second leg's models (`--policy tiny`,
+    `start_value=tiny-value` as shipped then): every train puzzle searched by a DFS that tries each first step
+    among 32 proposals with 2 proposals below each and no early stop (`accept` above any value), so nearly
+    every first step gets an exact hard label; SFT on every distinct solution, the default step-DPO;
+    evaluation with `dfs-wide`."""
+    return ImproveConfig(
+        iterations=1,
+        policy="tiny",
+        start_value="tiny-value",
+        train_problems=2000,
+        data_search="dfs",
+        data_search_args={"root_k": 32, "k": 2, "threshold": 0.0, "accept": 2.0},
+        data_budget=3000,
+        eval_search="dfs-wide",
+        batch_size=256,
+        value_labels="hard",
+        value_records=30000,
+        sft={"epochs": 3.0, "lr": 5e-4, "batch_size": 128},
+        dpo_train={"epochs": 1.0, "lr": 1e-4, "beta": 0.1, "batch_size": 128},
+        value={"epochs": 2.0, "lr": 1e-3, "batch_size": 128},
+    )
+
+
+def dfs_continue_config() -> ImproveConfig:
+    """The fourth leg: as the third from its models (`--policy`, `--set start_value=...`), SFT only, seed 1."""
+    return replace(dfs_config(), dpo=False, seed=1, dpo_train=ImproveConfig().dpo_train)
+
+
+PRESETS = {
+    "demo": ImproveConfig,
+    "gpu": gpu_config,
+    "gpu-continue": gpu_continue_config,
+    "cpu-dfs": dfs_config,
+    "cpu-dfs-continue": dfs_continue_config,
+}
 
 
 def pct(x: float | None) -> str:
@@ -81,7 +121,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
     parser.add_argument("--policy", default=None, help="override the preset's starting policy checkpoint")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="set a config field")
-    parser.add_argument("--compare-searches", default="best-of-n,beam,mcts", help="for value vs rollouts")
+    parser.add_argument("--compare-searches", default="best-of-n,beam,mcts,dfs-wide", help="for value vs rollouts")
     parser.add_argument("--countdown-limit", type=int, default=200, help="val_target problems for the last policy")
     args = parser.parse_args()
 
@@ -106,7 +146,8 @@ def main() -> None:
         policy = TinyPolicy.from_pretrained(policy_path, device=run.device, seed=cfg.seed)
         if callable(scorer):
             scorer = scorer(policy)
-        result, _ = evaluate(on, problems, policy, get_search(search), scorer, budget, batch_size=size)
+        hyper = cfg.eval_search_args if search == cfg.eval_search else {}
+        result, _ = evaluate(on, problems, policy, get_search(search, **hyper), scorer, budget, batch_size=size)
         return {"accuracy": result.accuracy, "tokens": result.tokens_per_problem}
 
     value_path = run.it(last) / "value"
@@ -147,7 +188,7 @@ def main() -> None:
     for col in ("row", "greedy", "x base", "search", "x base", "search tokens"):
         table.add_column(col, justify="right")
     for r in rows:
-        name = "rules-only baseline" if r["iteration"] == 0 else f"iteration {r['iteration']}"
+        name = f"iteration 0 ({cfg.policy})" if r["iteration"] == 0 else f"iteration {r['iteration']}"
         g, s = r["greedy_accuracy"], r["search_accuracy"]
         table.add_row(name, pct(g), ratio(g, base_g), pct(s), ratio(s, base_s), f"{r['search_tokens_per_problem']:.0f}")
     final = f"iteration {last}: SFT + DPO" if cfg.dpo else f"iteration {last}: SFT only (no DPO)"
@@ -174,7 +215,7 @@ def main() -> None:
     for col in ("policy", "greedy", "search", "target greedy / search"):
         cdt.add_column(col, justify="right")
     goal = TARGETS["countdown"]
-    cdt.add_row("rules-only", pct(cd["baseline_greedy"]["accuracy"]), "", "")
+    cdt.add_row(f"iteration 0 ({cfg.policy})", pct(cd["baseline_greedy"]["accuracy"]), "", "")
     cdt.add_row(
         f"iteration {last}",
         pct(cd["greedy"]["accuracy"]),
