@@ -125,7 +125,7 @@ class Improve:
         return named[self.cfg.start_value] if self.cfg.start_value in named else Path(self.cfg.start_value)
 
     def scorer(self, k: int, policy: TinyPolicy):
-        """Rollouts until a value model exists, then the latest value model (with the ground truth)."""
+        """Rollouts until a value model exists (or `start_value`), then the latest one (with the ground truth)."""
         path = self.value_path(k)
         if path is None:
             return RolloutScorer(self.task, policy, k=self.cfg.rollouts)

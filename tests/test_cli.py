@@ -72,6 +72,7 @@ def test_eval_table_on_a_problems_file(tmp_path):
         (["improve", "--run-dir", "r", "--data-search", "dfs", "--data-search-args", '{"rootk": 3}'], "'rootk'"),
         (["improve", "--run-dir", "r", "--eval-search-args", "[1]"], "expected a JSON object"),
         (["improve", "--run-dir", "r", "--value-labels", "soft"], "--value-labels must be mc or hard"),
+        (["improve", "--run-dir", "r", "--start-value", "/no/such/value"], "no value model folder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):
