@@ -316,10 +316,6 @@ def cmd_improve(args: argparse.Namespace) -> dict:
     if args.value_epochs is not None:
         cfg.value["epochs"] = args.value_epochs
     get_search(cfg.data_search, **cfg.data_search_args), get_search(cfg.eval_search, **cfg.eval_search_args)
-    if cfg.start_value not in ("", "tiny-value") and not Path(cfg.start_value).is_dir():
-        raise QstarError(f"--start-value: no value model folder at {cfg.start_value}")
-    if cfg.value_labels not in ("mc", "hard"):
-        raise QstarError(f"--value-labels must be mc or hard, not {cfg.value_labels!r}")
     for flag in ("iterations", "train_problems", "data_budget", "eval_budget", "rollouts"):
         positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
     return {"rows": Improve(cfg, args.run_dir, args.resume).run(), "run_dir": args.run_dir}

@@ -25,7 +25,7 @@ from qstar.evaluate import evaluate
 from qstar.improve_config import ImproveConfig
 from qstar.io import atomic_write, figure, load_trees, save_png, save_trees
 from qstar.policy.tiny import TinyPolicy
-from qstar.records import preference_records, sft_records, value_records
+from qstar.records import LABEL_KINDS, preference_records, sft_records, value_records
 from qstar.scorers import RolloutScorer
 from qstar.scorers.value import ValueScorer
 from qstar.search import get_search
@@ -63,6 +63,11 @@ class Improve:
         self.device = device or best_device()  # CUDA when visible, else the CPU; not a setting of the run
         self.task = get_task(cfg.task)
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
+        start_value = self.value_path(0)
+        if start_value is not None and not start_value.is_dir():
+            raise QstarError(f"--start-value: no value model folder at {start_value}")
+        if cfg.value_labels not in LABEL_KINDS:
+            raise QstarError(f"--value-labels must be {' or '.join(LABEL_KINDS)}, not {cfg.value_labels!r}")
         saved = self.dir / "config.json"
         if saved.exists():
             if not resume:
@@ -77,7 +82,7 @@ class Improve:
     @cached_property
     def test(self) -> list:
         """The evaluation problems: game24's test split, countdown's held-out targets."""
-        return self.task.problems("test" if self.cfg.task == "game24" else "val_target", limit=self.cfg.eval_limit)
+        return self.task.problems(eval_split(self.cfg.task), limit=self.cfg.eval_limit)
 
     @cached_property
     def train(self) -> list:
@@ -91,17 +96,21 @@ class Improve:
         if self.extra_task is None or self.cfg.extra_problems <= 0:
             return []
         pool = self.extra_task.problems("train", limit=self.cfg.extra_problems * self.cfg.iterations)
-        held = {problem_key(p) for p in self.evaluation_problems()}
-        return [p for p in pool if problem_key(p) not in held]
+        return [p for p in pool if problem_key(p) not in self.held_out]
 
     def evaluation_problems(self) -> list:
         """Every problem any evaluation of this run (or of its extra task) may use: what training must not see."""
-        out = self.task.problems("test" if self.cfg.task == "game24" else "val_target")
+        out = self.task.problems(eval_split(self.cfg.task))
         if self.extra_task is not None:
-            out += self.extra_task.problems("test" if self.cfg.extra_task == "game24" else "val_target")
+            out += self.extra_task.problems(eval_split(self.cfg.extra_task))
         if self.cfg.task != "game24":  # a countdown run evaluates on val_target; game24's test games stay unseen too
             out += get_task("game24").problems("test")
         return out
+
+    @cached_property
+    def held_out(self) -> set[tuple]:
+        """The keys (`problem_key`) of the evaluation problems, built once: countdown's val_target takes seconds."""
+        return {problem_key(p) for p in self.evaluation_problems()}
 
     # ---- paths and models ---------------------------------------------------------------------------------
 
@@ -114,8 +123,8 @@ class Improve:
         named = {"tiny-rules": TINY_RULES, "tiny": DEFAULT_POLICY}
         return named.get(self.cfg.policy) or Path(self.cfg.policy)
 
-    def policy(self, k: int, path: Path | None = None) -> TinyPolicy:
-        return TinyPolicy.from_pretrained(path or self.policy_path(k), device=self.device, seed=self.cfg.seed + k)
+    def policy(self, k: int) -> TinyPolicy:
+        return TinyPolicy.from_pretrained(self.policy_path(k), device=self.device, seed=self.cfg.seed + k)
 
     def value_path(self, k: int) -> Path | None:
         """Iteration k's value model; before iteration 1 the `start_value` one, if any."""
@@ -160,8 +169,7 @@ class Improve:
             return
         trees = load_trees(self.it(k) / "trees.jsonl.gz")
         earlier = [t for j in range(1, k) for t in load_trees(self.it(j) / "trees.jsonl.gz")]
-        held = {problem_key(p) for p in self.evaluation_problems()}
-        leaked = [t.problem.id for t in earlier + trees if problem_key(t.problem) in held]
+        leaked = [t.problem.id for t in earlier + trees if problem_key(t.problem) in self.held_out]
         if leaked:  # the searches never get such a problem; records must never hold one either
             raise QstarError(f"evaluation problems among the training trees: {', '.join(leaked[:5])}")
         values = value_records(earlier + trees, self.task, self.cfg.value_labels)
@@ -257,6 +265,11 @@ class Improve:
         write_jsonl(self.dir / "metrics.jsonl", rows)
         plot(rows, self.dir)
         console.print(table(rows))
+
+
+def eval_split(task: str) -> str:
+    """The split a run of `task` evaluates on: game24's test games, countdown's held-out targets."""
+    return "test" if task == "game24" else "val_target"
 
 
 def problem_key(problem) -> tuple:

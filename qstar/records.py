@@ -17,11 +17,13 @@ from collections.abc import Iterable
 from qstar.tasks.base import Task
 from qstar.types import Node, Tree
 
+LABEL_KINDS = ("mc", "hard")  # step labels: the share of verified terminals below, or whether any is verified
+
 
 def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
     """A value per non-root node from the verified terminals below it; nodes with none below use their score."""
-    if kind not in ("mc", "hard"):
-        raise ValueError(f"label kind must be 'mc' or 'hard', not {kind!r}")
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"label kind must be one of {LABEL_KINDS}, not {kind!r}")
     values: dict[Node, float] = {}
 
     def visit(node: Node) -> tuple[int, int]:  # (verified terminals, terminals) below and at node

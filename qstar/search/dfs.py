@@ -29,17 +29,17 @@ class DFS:
         stack: list[Node] = [tree.root]
         finished: list[Node] = []
         seen: set[Node] = set()  # children already pushed or finished: a widened root repeats some of them
-        expanded: set[Node] = set()
         for _ in range(self.max_expansions):
             if not stack:
                 break
             node = stack.pop()
-            k = self.root_k if node is tree.root and self.root_k is not None else self.k
-            if node in expanded and ctx.budget is not None:  # the root again: as many as the budget affords
-                k = min(k, (ctx.budget - tree.tokens) // ctx.step_tokens)
-                if k < 1:
-                    break
-            expanded.add(node)
+            k = self.k
+            if node is tree.root:
+                k = self.root_k if self.root_k is not None else self.k
+                if node.children and ctx.budget is not None:  # widening: as many as the budget affords
+                    k = min(k, (ctx.budget - tree.tokens) // ctx.step_tokens)
+                    if k < 1:
+                        break
             children = yield from grow(tree, ctx, [node], k, self.temperature)
             if children is None:
                 break
