@@ -1,13 +1,11 @@
 """The self-improvement benchmark: `qstar improve` (from the rules-only checkpoint by default), then its
-ablations, one table.
+ablations, one table. The recipes of the shipped checkpoints are config files in configs/.
 
     python benchmarks/improve.py                       # the README demo's settings on 2 cores, then the ablations
-    python benchmarks/improve.py --preset gpu --iterations 2 --run-dir runs/g   # the shipped run, first leg (CUDA)
-    python benchmarks/improve.py --preset gpu-continue --policy runs/g/iter-2/policy --run-dir runs/g2  # second
-    python benchmarks/improve.py --preset cpu-dfs --policy runs/g2/iter-3/policy \
-        --set start_value='"runs/g2/iter-3/value"' --run-dir runs/d1                   # third (2 cores)
-    python benchmarks/improve.py --preset cpu-dfs-continue --policy runs/d1/iter-1/policy \
-        --set start_value='"runs/d1/iter-1/value"' --run-dir runs/d2                   # fourth (2 cores)
+    python benchmarks/improve.py --config configs/tiny-improved-1-gpu.toml --run-dir runs/g    # first leg (CUDA)
+    python benchmarks/improve.py --config configs/tiny-improved-2-gpu.toml --run-dir runs/g2   # second
+    python benchmarks/improve.py --config configs/tiny-improved-3-cpu.toml --run-dir runs/d1   # third (2 cores)
+    python benchmarks/improve.py --config configs/tiny-improved-4-cpu.toml --run-dir runs/d2   # fourth (2 cores)
     python benchmarks/improve.py --run-dir runs/X --resume
 
 Rows, all measured in this run on the same test problems:
@@ -24,83 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from qstar.evaluate import evaluate
-from qstar.improve import Improve, write_jsonl
-from qstar.improve_config import ImproveConfig
-from qstar.policy.tiny import TinyPolicy
-from qstar.scorers import RolloutScorer
-from qstar.scorers.value import ValueScorer
+from qstar.config import from_dict, read_config_file
+from qstar.io import write_jsonl
+from qstar.pipelines.evaluate import evaluate
+from qstar.pipelines.improve import Improve
+from qstar.pipelines.improve_config import ImproveConfig
+from qstar.policy import load_policy
+from qstar.scorers import RolloutScorer, get_scorer
 from qstar.search import get_search
 from qstar.tasks import get_task
 
 TARGETS = {"game24": (0.60, 0.95), "countdown": (0.50, 0.80)}  # (greedy, search) from issue #4
-
-
-def gpu_config() -> ImproveConfig:
-    """The shipped checkpoints' run: every game24 train puzzle and fresh countdown problems each iteration."""
-    return ImproveConfig(
-        iterations=4,
-        train_problems=2000,  # more than the split: all 1,262 train puzzles each iteration
-        extra_task="countdown",
-        extra_problems=3000,
-        data_budget=4000,
-        batch_size=512,
-        sft_per_problem=8,
-        value_records=20000,
-        sft={"epochs": 4.0, "lr": 1e-3, "batch_size": 128},
-        dpo_train={"epochs": 1.0, "lr": 1e-4, "beta": 0.1, "batch_size": 128},
-        value={"epochs": 2.0, "lr": 1e-3, "batch_size": 128},
-    )
-
-
-def gpu_continue_config() -> ImproveConfig:
-    """The second leg of the shipped run, from the first leg's last policy (`--policy`): SFT only (step-DPO
-    cost accuracy in the first leg), fewer countdown problems and a smaller data budget to fit three iterations."""
-    return replace(gpu_config(), iterations=3, extra_problems=1500, data_budget=3000, dpo=False)
-
-
-def dfs_config() -> ImproveConfig:
-    """The third leg of the shipped run, on 2 cores (~15 min), from the second leg's models (`--policy tiny`,
-    `start_value=tiny-value` as shipped then): every train puzzle searched by a DFS that tries each first step
-    among 32 proposals with 2 proposals below each and no early stop (`accept` above any value), so nearly
-    every first step gets an exact hard label; SFT on every distinct solution, the default step-DPO;
-    evaluation with `dfs-wide`."""
-    return ImproveConfig(
-        iterations=1,
-        policy="tiny",
-        start_value="tiny-value",
-        train_problems=2000,
-        data_search="dfs",
-        data_search_args={"root_k": 32, "k": 2, "threshold": 0.0, "accept": 2.0},
-        data_budget=3000,
-        eval_search="dfs-wide",
-        batch_size=256,
-        value_labels="hard",
-        value_records=30000,
-        sft={"epochs": 3.0, "lr": 5e-4, "batch_size": 128},
-        dpo_train={"epochs": 1.0, "lr": 1e-4, "beta": 0.1, "batch_size": 128},
-        value={"epochs": 2.0, "lr": 1e-3, "batch_size": 128},
-    )
-
-
-def dfs_continue_config() -> ImproveConfig:
-    """The fourth leg: as the third from its models (`--policy`, `--set start_value=...`), SFT only, seed 1."""
-    return replace(dfs_config(), dpo=False, seed=1, dpo_train=ImproveConfig().dpo_train)
-
-
-PRESETS = {
-    "demo": ImproveConfig,
-    "gpu": gpu_config,
-    "gpu-continue": gpu_continue_config,
-    "cpu-dfs": dfs_config,
-    "cpu-dfs-continue": dfs_continue_config,
-}
 
 
 def pct(x: float | None) -> str:
@@ -115,25 +52,26 @@ def ratio(x: float | None, base: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-    parser.add_argument("--run-dir", default=None, help="default runs/bench-improve-PRESET")
+    parser.add_argument("--config", default=None, help="a qstar improve config file (default: the demo's settings)")
+    parser.add_argument("--run-dir", default=None, help="default runs/bench-improve-CONFIG")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
-    parser.add_argument("--policy", default=None, help="override the preset's starting policy checkpoint")
+    parser.add_argument("--iterations", type=int, default=None, help="override the config's iterations")
+    parser.add_argument("--policy", default=None, help="override the config's starting policy")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="set a config field")
     parser.add_argument("--compare-searches", default="best-of-n,beam,mcts,dfs-wide", help="for value vs rollouts")
     parser.add_argument("--countdown-limit", type=int, default=200, help="val_target problems for the last policy")
     args = parser.parse_args()
 
-    cfg = PRESETS[args.preset]()
+    settings = read_config_file(args.config) if args.config else {}
     if args.iterations is not None:
-        cfg = replace(cfg, iterations=args.iterations)
+        settings["iterations"] = args.iterations
     if args.policy is not None:
-        cfg = replace(cfg, policy=args.policy)
+        settings["policy"] = args.policy
     for item in args.set:
         name, _, value = item.partition("=")
-        cfg = replace(cfg, **{name: json.loads(value)})
-    run_dir = Path(args.run_dir or f"runs/bench-improve-{args.preset}")
+        settings[name] = json.loads(value)
+    cfg = from_dict(ImproveConfig, settings)
+    run_dir = Path(args.run_dir or f"runs/bench-improve-{Path(args.config).stem if args.config else 'demo'}")
     console = Console()
     start = time.time()
     run = Improve(cfg, run_dir, resume=args.resume)
@@ -143,7 +81,7 @@ def main() -> None:
     test, size = run.test, cfg.batch_size
 
     def measure(policy_path: Path, search: str, scorer=None, problems=test, on=task) -> dict:
-        policy = TinyPolicy.from_pretrained(policy_path, device=run.device, seed=cfg.seed)
+        policy = load_policy(str(policy_path), device=run.device, seed=cfg.seed)
         if callable(scorer):
             scorer = scorer(policy)
         hyper = cfg.eval_search_args if search == cfg.eval_search else {}
@@ -151,7 +89,7 @@ def main() -> None:
         return {"accuracy": result.accuracy, "tokens": result.tokens_per_problem}
 
     value_path = run.it(last) / "value"
-    value = ValueScorer.from_pretrained(value_path, task, device=run.device)
+    value = get_scorer("value", task, path=str(value_path), device=run.device)
     ablations: dict = {}
     t = time.time()
     sft_only = run.it(last) / "policy-sft"
@@ -170,7 +108,7 @@ def main() -> None:
         }
     countdown = get_task("countdown")
     held = countdown.problems("val_target", limit=args.countdown_limit)
-    cd_value = ValueScorer.from_pretrained(value_path, countdown, device=run.device)
+    cd_value = get_scorer("value", countdown, path=str(value_path), device=run.device)
     ablations["countdown"] = {
         "baseline_greedy": measure(run.policy_path(0), "greedy", problems=held, on=countdown),
         "greedy": measure(run.policy_path(last), "greedy", problems=held, on=countdown),
@@ -191,7 +129,7 @@ def main() -> None:
         name = f"iteration 0 ({cfg.policy})" if r["iteration"] == 0 else f"iteration {r['iteration']}"
         g, s = r["greedy_accuracy"], r["search_accuracy"]
         table.add_row(name, pct(g), ratio(g, base_g), pct(s), ratio(s, base_s), f"{r['search_tokens_per_problem']:.0f}")
-    final = f"iteration {last}: SFT + DPO" if cfg.dpo else f"iteration {last}: SFT only (no DPO)"
+    final = f"iteration {last}: SFT + DPO" if cfg.step_dpo else f"iteration {last}: SFT only (no DPO)"
     for key, label in (("sft_only", f"iteration {last}: SFT only"), ("sft_dpo", final)):
         if key in ablations:
             g, s = ablations[key]["greedy"]["accuracy"], ablations[key]["search"]

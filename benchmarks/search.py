@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from qstar import compare
+from qstar.pipelines import compare
 from qstar.policy import load_policy
 from qstar.scorers import get_scorer
 from qstar.search import SEARCHES, get_search, run_search
@@ -70,7 +70,7 @@ def main() -> None:
 
     limit, seeds, budgets = (20, 2, [500, 2000]) if args.quick else (100, 3, [500, 2000, 8000])
     names = ["greedy", "best-of-n", "beam", "mcts", "astar"]
-    rows = compare.compare(task, problems[:limit], policy, scorer, names, budgets, seeds)
+    rows = compare.compare(task, problems[:limit], policy, scorer, [(n, {}) for n in names], budgets, seeds)
     compare.write(rows, Path(args.out), f"game24/test, {limit} games, rollout scorer, {seeds} seeds")
     console.print(compare.table(rows))
     console.print(f"wrote {args.out}/compare.md, compare.json, compare.png")

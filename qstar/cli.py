@@ -1,18 +1,23 @@
-"""The `qstar` command: solve a problem, evaluate or compare searches, run the improvement loop, pretrain."""
+"""The `qstar` command: solve a problem, evaluate or compare searches, run the improvement loop, pretrain, list the
+plug-ins. Every name (task, policy, scorer, search) is resolved through the registries, so `--plugin FILE.py`
+and installed packages add choices without any change here."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from qstar.tasks.base import QstarError
+from qstar.config import field_types, from_dict, help_of, read_config_file
+from qstar.errors import QstarError
+from qstar.registry import load_plugin
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,19 +28,59 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def searches_help() -> str:
-    from qstar.search import SEARCHES
+def json_object(text: str) -> dict:
+    """A JSON object of options (argparse type)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object of options")
+    return value
 
-    return f"search algorithm: {', '.join(SEARCHES)} (default: greedy)"
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def names(kind: str) -> str:
+    from qstar.policy import POLICIES
+    from qstar.scorers import SCORERS
+    from qstar.search import SEARCHES
+    from qstar.tasks import TASKS
+
+    registry = {"task": TASKS, "policy": POLICIES, "scorer": SCORERS, "search": SEARCHES}[kind]
+    return ", ".join(registry.names())
+
+
+def add_plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="import this Python file first, so the tasks, policies, scorers and searches it registers can be "
+        "named (repeatable)",
+    )
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
         default="tiny",
-        help="`tiny` (the shipped checkpoint, default), a model folder or .gguf file (Hugging Face backend), or "
-        "an http(s):// base URL of an OpenAI-compatible server (vLLM, SGLang, llama.cpp) with --model; "
-        "`openai` takes the URL from $OPENAI_BASE_URL",
+        help=f"a backend ({names('policy')}), a shipped checkpoint (tiny: the improved one, default; tiny-rules), "
+        "a model folder or .gguf file (Hugging Face), or an http(s):// URL of an OpenAI-compatible server "
+        "(vLLM, SGLang, llama.cpp); `openai` takes the URL from $OPENAI_BASE_URL",
+    )
+    p.add_argument(
+        "--policy-args", type=json_object, default={}, help="backend options as JSON, e.g. '{\"max_step_tokens\": 64}'"
     )
     p.add_argument("--api-key", default=None, help="the server's API key (default: $OPENAI_API_KEY)")
     p.add_argument("--model", default=None, help="model name on the server (default: $OPENAI_MODEL, else the first)")
@@ -48,57 +93,126 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scorer",
         default=None,
-        help="verifier, checker, rollouts, judge (LLM-as-judge with the policy), value (the shipped tiny value "
-        "model), or a local PRM folder "
-        "(default: verifier where it needs no reference answer, else checker)",
+        help=f"what values a partial solution: {names('scorer')}; or a value / PRM model, a checkpoint name "
+        "(tiny-value) or a folder, read as a PRM (default: verifier where it needs no reference answer, else checker)",
     )
-    p.add_argument("--aggregate", default="min", help="PRM step rewards to a path value: min (default), last, prod")
     p.add_argument(
-        "--step-tag",
-        default=None,
-        help='what follows each step for a PRM folder (default: the task\'s separator; Math-Shepherd " ки", '
-        'Qwen2.5-Math-PRM "<extra_0>")',
+        "--scorer-args",
+        type=json_object,
+        default={},
+        help='scorer options as JSON, e.g. \'{"k": 2}\' (rollouts), \'{"aggregate": "last"}\' (prm), '
+        "'{\"samples\": 3}' (judge); `qstar list` shows every option",
     )
-    p.add_argument("--judge-samples", type=int, default=1, help="judgements averaged per path for --scorer judge")
-    p.add_argument("--rollouts", type=int, default=4, help="completions per path for --scorer rollouts")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
-    p.add_argument("--batch-size", type=int, default=64, help="problems kept in flight, their model calls batched")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=64, help="problems kept in flight, their model calls batched"
+    )
+    add_plugin_arg(p)
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--search", default="greedy", help=f"search algorithm: {names('search')} (default: greedy)")
+    p.add_argument(
+        "--search-args",
+        type=json_object,
+        default={},
+        help="its hyper-parameters as JSON, e.g. '{\"simulations\": 128}'",
+    )
 
 
 def add_problem_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="game24", help="game24 (default), countdown, gsm8k or math")
+    p.add_argument("--task", default="game24", help=f"the task: {names('task')} (default: game24)")
     p.add_argument(
-        "--split", default="test", help="game24, gsm8k: train|test; countdown: train|val|val_target (default: test)"
+        "--split",
+        default=None,
+        help="the split (game24, gsm8k: train|test; countdown: train|val|val_target; default: the task's "
+        "evaluation split)",
     )
     p.add_argument(
         "--problems",
         default=None,
-        help='JSONL problems file: countdown {"numbers": [...], "target": N}; gsm8k {"question", "answer"}; '
-        'math {"problem", "answer"} (required for math)',
+        help='JSONL problems file in the task\'s format: countdown {"numbers": [...], "target": N}; gsm8k '
+        '{"question", "answer"}; math {"problem", "answer"} (required for math)',
     )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems")
+
+
+def add_config_args(p: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: Any = None) -> None:
+    """A flag per field of a config dataclass (nested configs as `--NAME-FIELD`), with the field's help and default.
+    Flags left out keep no value (SUPPRESS), so a config file's settings stand unless a flag overrides them."""
+    types = field_types(cls)
+    defaults = cls() if defaults is None else defaults
+    for f in dataclasses.fields(cls):
+        kind, default = types[f.name], getattr(defaults, f.name)
+        flag, dest = f"--{prefix}{f.name}".replace("_", "-"), f"{prefix.replace('-', '.')}{f.name}"
+        if dataclasses.is_dataclass(kind):
+            add_config_args(p, kind, f"{prefix}{f.name}-", default)
+            continue
+        shown = json.dumps(default) if isinstance(default, dict) else repr(default)
+        text = help_of(f) if "default:" in help_of(f) else f"{help_of(f)} (default: {shown})"
+        common: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif kind is dict:
+            p.add_argument(flag, type=json_object, metavar="JSON", **common)
+        else:
+            scalar = next((t for t in (int, float, str) if t == kind or t in getattr(kind, "__args__", ())), str)
+            p.add_argument(flag, type=scalar, metavar=scalar.__name__.upper(), **common)
+
+
+def given_settings(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The config fields the command line set, nested (`sft.epochs` → {"sft": {"epochs": ...}})."""
+    out: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        head, *rest = dest.split(".")
+        if head in {f.name for f in dataclasses.fields(cls)}:
+            slot = out
+            for part in [head, *rest][:-1]:
+                slot = slot.setdefault(part, {})
+            slot[[head, *rest][-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def problem_fields(task: str | None = None) -> dict[str, dict[str, Any]]:
+    """The `qstar solve` options that describe a problem: `task`'s own, or every registered task's."""
+    from qstar.tasks import TASKS
+
+    fields: dict[str, dict[str, Any]] = {}
+    for name in [task] if task else TASKS.names():
+        fields.update(getattr(TASKS.entry(name).factory, "problem_args", {}))
+    return fields
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from qstar.pipelines.improve_config import ImproveConfig
+    from qstar.pipelines.pretrain_config import PretrainConfig
+
     parser = Parser(prog="qstar", description="Deliberate reasoning with language models: search, verify, improve.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     solve = sub.add_parser("solve", help="solve one problem and show the steps")
-    solve.add_argument("--task", default="countdown", help="countdown (default), game24, gsm8k or math")
-    solve.add_argument("--numbers", nargs="+", default=None, help="countdown: the numbers to combine, e.g. 4 9 10 13")
-    solve.add_argument("--target", default=None, help="countdown: the number to reach (game24: 24)")
-    solve.add_argument("--question", default=None, help="gsm8k, math: the question to answer")
-    solve.add_argument("--answer", default=None, help="gsm8k, math: the reference answer, to check the result")
-    solve.add_argument("--search", default="greedy", help=searches_help())
-    solve.add_argument("--budget", type=int, default=None, help="most generated tokens the search may spend")
+    solve.add_argument("problem", nargs="?", default=None, help="the problem as text, e.g. '4 9 10 13 -> 24'")
+    solve.add_argument("--task", default="countdown", help=f"the task: {names('task')} (default: countdown)")
+    for name, spec in problem_fields().items():
+        solve.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, **spec)
+    add_search_args(solve)
+    solve.add_argument("--budget", type=positive_int, default=None, help="most generated tokens the search may spend")
     solve.add_argument("--json", action="store_true", help="print one JSON object instead of a trace")
     add_model_args(solve)
 
     ev = sub.add_parser("eval", help="evaluate a search on a task's split: accuracy, compute, legality")
     add_problem_args(ev)
-    ev.add_argument("--search", default="greedy", help=searches_help())
-    ev.add_argument("--budget", type=int, default=None, help="most generated tokens per problem")
-    ev.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..S-1; report mean and std")
+    add_search_args(ev)
+    ev.add_argument("--budget", type=positive_int, default=None, help="most generated tokens per problem")
+    ev.add_argument("--seeds", type=positive_int, default=1, help="repeat with seeds 0..S-1; report mean and std")
     ev.add_argument("--save-trees", default=None, help="write every search tree here (JSON lines, .gz to compress)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_model_args(ev)
@@ -106,110 +220,71 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare searches at equal budgets: table (md, json) and plot (png)")
     add_problem_args(cmp)
     cmp.add_argument("--searches", default="greedy,best-of-n,beam,mcts,astar", help="comma-separated search names")
+    cmp.add_argument(
+        "--search-args",
+        type=json_object,
+        default={},
+        help='hyper-parameters per search as JSON, e.g. \'{"mcts": {"simulations": 128}, "beam": {"width": 3}}\'',
+    )
     cmp.add_argument("--budgets", default="500,2000,8000", help="comma-separated token budgets per problem")
-    cmp.add_argument("--seeds", type=int, default=3, help="seeds per (search, budget)")
+    cmp.add_argument("--seeds", type=positive_int, default=3, help="seeds per (search, budget)")
     cmp.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
     add_model_args(cmp)
 
-    imp = sub.add_parser("improve", help="the self-improvement loop: search, train policy and value, evaluate, repeat")
+    imp = sub.add_parser(
+        "improve",
+        help="the self-improvement loop: search, train policy and value, evaluate, repeat",
+        description="The self-improvement loop. Settings come from the defaults, then --config FILE, then the flags "
+        "given; trainer settings are --sft-*, --dpo-* and --value-* (the SFT, step-DPO and value trainers).",
+    )
     imp.add_argument("--run-dir", required=True, help="folder for every artifact of the run (trees, records, models)")
     imp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
-    from qstar.improve_config import ImproveConfig
-
-    for f in fields(ImproveConfig):
-        if isinstance(f.default, bool):
-            imp.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
-        elif f.name.endswith("_search_args"):
-            help_ = 'that search\'s hyper-parameters as JSON, e.g. \'{"root_k": 32, "accept": 2}\' (default: {})'
-            imp.add_argument(f"--{f.name.replace('_', '-')}", type=search_args, default={}, help=help_)
-        elif f.default_factory is MISSING:  # the trainer overrides keep their defaults (see --sft-epochs)
-            kind = int if f.name == "eval_limit" else type(f.default)
-            imp.add_argument(
-                f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default: {f.default})"
-            )
-    imp.add_argument("--sft-epochs", type=float, default=None, help="override SFT epochs")
-    imp.add_argument("--value-epochs", type=float, default=None, help="override value-model epochs")
-
-    from qstar.train.pretrain_config import PretrainConfig
+    imp.add_argument("--config", default=None, help="a TOML or JSON file of settings (e.g. configs/*.toml)")
+    add_config_args(imp, ImproveConfig)
+    add_plugin_arg(imp)
 
     pre = sub.add_parser("pretrain", help="train the tiny policy from scratch on random legal play (rules only)")
-    for f in fields(PretrainConfig):
-        pre.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default: {f.default})"
-        )
+    add_config_args(pre, PretrainConfig)
+    add_plugin_arg(pre)
+
+    lst = sub.add_parser("list", help="the tasks, policies, scorers and searches that can be named, and their options")
+    lst.add_argument("--json", action="store_true", help="print one JSON object instead of a list")
+    add_plugin_arg(lst)
     return parser
 
 
-def search_args(text: str) -> dict:
-    """A JSON object of search hyper-parameters (argparse type)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object of hyper-parameters")
-    return value
-
-
-def positive(value: int | None, flag: str) -> None:
-    if value is not None and value < 1:
-        raise QstarError(f"{flag} must be at least 1")
-
-
-def setup(args: argparse.Namespace, task_name: str, problems_file: str | None = None):
+def setup(args: argparse.Namespace):
     """The task, policy and scorer the arguments name, checked before any model is loaded."""
-    from qstar.policy import load_policy
-    from qstar.scorers import check_scorer_name, default_scorer, get_scorer
+    from qstar.policy import load_policy, policy_name
+    from qstar.scorers import default_scorer, get_scorer, scorer_name
     from qstar.tasks import get_task
 
-    task = get_task(task_name, problems_file)
+    task = get_task(args.task, **({"problems_file": args.problems} if getattr(args, "problems", None) else {}))
     args.scorer = args.scorer or default_scorer(task)
-    check_scorer_name(args.scorer)
-    for flag in ("budget", "seeds", "limit", "batch_size", "rollouts", "judge_samples"):
-        positive(getattr(args, flag, None), "--" + flag.replace("_", "-"))
-    policy = load_policy(args.policy, seed=args.seed, model=args.model, chat=args.chat, api_key=args.api_key)
-    return (
-        task,
-        policy,
-        get_scorer(args.scorer, task, policy, args.rollouts, args.aggregate, args.judge_samples, args.step_tag),
+    scorer_name(args.scorer)
+    policy_name(args.policy)
+    policy = load_policy(
+        args.policy, seed=args.seed, model=args.model, chat=args.chat, api_key=args.api_key, **args.policy_args
     )
-
-
-def solve_problem(args: argparse.Namespace):
-    """The one problem `qstar solve` was given: numbers and a target (countdown), or a question."""
-    from qstar.tasks import get_task
-    from qstar.tasks.countdown import make_problem, parse_numbers
-    from qstar.types import Problem
-
-    get_task(args.task)  # an unknown task fails first
-    if args.task in ("countdown", "game24"):
-        if not args.numbers:
-            raise QstarError(f"--numbers is required for {args.task}")
-        if args.target is None and args.task != "game24":
-            raise QstarError("--target is required for countdown")
-        try:
-            target = 24 if args.target is None else int(args.target)
-        except ValueError:
-            raise QstarError(f"--target must be a whole number, got {args.target!r}") from None
-        return make_problem("cli", parse_numbers(args.numbers), target)
-    if not args.question:
-        raise QstarError(f"--question is required for {args.task}")
-    return Problem("cli", args.question.strip(), args.answer)
+    return task, policy, get_scorer(args.scorer, task, policy, **args.scorer_args)
 
 
 def cmd_solve(args: argparse.Namespace) -> dict:
     from qstar.search import get_search, run_search
+    from qstar.tasks import get_task
 
-    problem = solve_problem(args)
-    search = get_search(args.search)
-    task, policy, scorer = setup(args, args.task)
+    allowed = problem_fields(args.task)
+    for name in problem_fields():
+        if getattr(args, name, None) is not None and name not in allowed:
+            raise QstarError(f"--{name.replace('_', '-')} is not an option of the {args.task} task")
+    problem = get_task(args.task).problem_from_args(vars(args))
+    search = get_search(args.search, **args.search_args)
+    task, policy, scorer = setup(args)
     (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget)
     steps = [s.text for s in tree.best_path()]
-    answer = task.final_answer(problem, steps) if steps else None
     return {
         "solved": tree.solved if problem.answer is not None else None,
-        "expression": answer if tree.solved and args.task in ("countdown", "game24") else None,
-        "answer": answer,
+        "answer": task.final_answer(problem, steps) if steps else None,
         "steps": steps,
         "tokens": tree.tokens,
         "calls": tree.calls,
@@ -231,20 +306,21 @@ def print_solve(result: dict, console: Console) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    from qstar.evaluate import evaluate
     from qstar.io import save_trees
+    from qstar.pipelines.evaluate import evaluate
     from qstar.search import get_search
 
-    search = get_search(args.search)
-    task, policy, scorer = setup(args, args.task, args.problems)
-    problems = task.problems(args.split, limit=args.limit)
+    search = get_search(args.search, **args.search_args)
+    task, policy, scorer = setup(args)
+    split = args.split or task.eval_split
+    problems = task.problems(split, limit=args.limit)
     result, runs = evaluate(
         task, problems, policy, search, scorer, args.budget, args.seeds, args.batch_size, show_progress=not args.json
     )
     if args.save_trees:
         trees = [tree for run in runs for tree in run]
         save_trees(args.save_trees, trees, search=args.search, budget=args.budget)
-    where = args.problems or f"{args.task}/{args.split}"
+    where = args.problems or f"{args.task}/{split}"
     return {"task": args.task, "problems": where, "search": args.search, "budget": args.budget, **result.to_dict()}
 
 
@@ -269,56 +345,82 @@ def print_eval(result: dict, console: Console) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> dict:
-    from qstar import compare
+    from qstar.pipelines import compare
     from qstar.search import get_search
 
-    names = [s.strip() for s in args.searches.split(",") if s.strip()]
-    for name in names:
-        get_search(name)  # an unknown name fails here, before any work
+    searches = [s.strip() for s in args.searches.split(",") if s.strip()]
+    unknown = [name for name in args.search_args if name not in searches]
+    if unknown:
+        raise QstarError(f"--search-args names {unknown[0]!r}, which is not among --searches")
+    for name in searches:
+        get_search(name, **args.search_args.get(name, {}))  # unknown names and options fail here, before any work
     try:
         budgets = [int(b) for b in args.budgets.split(",")]
     except ValueError:
         raise QstarError(f"--budgets must be comma-separated whole numbers, got {args.budgets!r}") from None
-    for b in budgets:
-        positive(b, "--budgets")
-    task, policy, scorer = setup(args, args.task, args.problems)
-    problems = task.problems(args.split, limit=args.limit)
-    rows = compare.compare(task, problems, policy, scorer, names, budgets, args.seeds, args.batch_size)
-    where = args.problems or f"{args.task}/{args.split}"
+    if any(b < 1 for b in budgets):
+        raise QstarError("--budgets must be at least 1")
+    task, policy, scorer = setup(args)
+    problems = task.problems(args.split or task.eval_split, limit=args.limit)
+    configured = [(name, args.search_args.get(name, {})) for name in searches]
+    rows = compare.compare(task, problems, policy, scorer, configured, budgets, args.seeds, args.batch_size)
+    where = args.problems or f"{args.task}/{args.split or task.eval_split}"
     compare.write(rows, Path(args.out), f"{where}, {len(problems)} problems, scorer {args.scorer}")
     return {"rows": rows, "out": args.out}
 
 
 def print_compare(result: dict, console: Console) -> None:
-    from qstar.compare import table
+    from qstar.pipelines.compare import table
 
     console.print(table(result["rows"]))
     console.print(f"wrote {result['out']}/compare.md, compare.json, compare.png")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
-    from qstar.train.pretrain import pretrain
-    from qstar.train.pretrain_config import PretrainConfig
+    from qstar.pipelines.pretrain import pretrain
+    from qstar.pipelines.pretrain_config import PretrainConfig
 
-    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
-    return pretrain(cfg)["final"]
+    return pretrain(from_dict(PretrainConfig, given_settings(args, PretrainConfig)))["final"]
 
 
 def cmd_improve(args: argparse.Namespace) -> dict:
-    from qstar.improve import Improve
-    from qstar.improve_config import ImproveConfig
-    from qstar.search import get_search
+    from qstar.pipelines.improve import Improve
+    from qstar.pipelines.improve_config import ImproveConfig
 
-    names = {f.name for f in fields(ImproveConfig) if f.default_factory is MISSING or f.name.endswith("_search_args")}
-    cfg = ImproveConfig(**{name: getattr(args, name) for name in names})
-    if args.sft_epochs is not None:
-        cfg.sft["epochs"] = args.sft_epochs
-    if args.value_epochs is not None:
-        cfg.value["epochs"] = args.value_epochs
-    get_search(cfg.data_search, **cfg.data_search_args), get_search(cfg.eval_search, **cfg.eval_search_args)
-    for flag in ("iterations", "train_problems", "data_budget", "eval_budget", "rollouts"):
-        positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
+    settings = read_config_file(args.config) if args.config else {}
+    cfg = from_dict(ImproveConfig, merge(settings, given_settings(args, ImproveConfig)))
     return {"rows": Improve(cfg, args.run_dir, args.resume).run(), "run_dir": args.run_dir}
+
+
+def cmd_list(args: argparse.Namespace) -> dict:
+    from qstar.policy import POLICIES
+    from qstar.scorers import SCORERS
+    from qstar.search import SEARCHES
+    from qstar.tasks import TASKS
+
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for kind, registry in (("tasks", TASKS), ("policies", POLICIES), ("scorers", SCORERS), ("searches", SEARCHES)):
+        out[kind] = {}
+        for name in registry.names():
+            factory = registry.entry(name).factory
+            helps = (
+                {f.name: help_of(f) for f in dataclasses.fields(factory)} if dataclasses.is_dataclass(factory) else {}
+            )
+            out[kind][name] = {
+                key: {"default": "(required)" if value is dataclasses.MISSING else value, "help": helps.get(key, "")}
+                for key, value in registry.options(name).items()
+                if key not in ("task", "policy")  # given by the command, not options
+            }
+    return out
+
+
+def print_list(result: dict, console: Console) -> None:
+    for kind, entries in result.items():
+        console.print(f"[bold]{kind}[/]")
+        for name, options in entries.items():
+            console.print(f"  {name}", markup=False)
+            for key, o in options.items():
+                console.print(f"    {key}={o['default']!r}  {o['help']}".rstrip(), markup=False, soft_wrap=True)
 
 
 COMMANDS = {
@@ -327,6 +429,7 @@ COMMANDS = {
     "compare": (cmd_compare, print_compare),
     "improve": (cmd_improve, lambda r, c: c.print(f"metrics in {r['run_dir']}/metrics.jsonl, plots in improve.png")),
     "pretrain": (cmd_pretrain, lambda r, c: c.print(r)),
+    "list": (cmd_list, print_list),
 }
 
 
@@ -338,14 +441,25 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+def load_plugins(argv: list[str]) -> None:
+    """Import every `--plugin FILE.py` before the parser lists names (wherever the flag stands)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    for path in known.plugin:
+        load_plugin(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     # transformers' GGUF loader draws a raw tqdm bar; tqdm reads this variable when it is imported
     os.environ.setdefault("TQDM_DISABLE", "1")
-    args = build_parser().parse_args(argv)
-    if args.command in ("solve", "eval", "compare", "improve", "pretrain"):
-        quiet_transformers()
-    run, show = COMMANDS[args.command]
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        load_plugins(argv)
+        args = build_parser().parse_args(argv)
+        if args.command != "list":
+            quiet_transformers()
+        run, show = COMMANDS[args.command]
         result = run(args)
     except QstarError as e:
         print(f"qstar: error: {e}", file=sys.stderr)

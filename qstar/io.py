@@ -6,9 +6,11 @@ import gzip
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+from qstar.errors import QstarError
 from qstar.types import Tree
 
 UMASK = os.umask(0)
@@ -30,6 +32,35 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file (gzipped when it ends in .gz); a missing
+    file or a line that is not a JSON object is a one-line error naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise QstarError(f"file not found: {path}")
+    with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise QstarError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise QstarError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, row
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The objects of a JSONL file, in order (see `numbered_jsonl`)."""
+    return [row for _, row in numbered_jsonl(path)]
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Objects as JSON lines, written atomically."""
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
 def figure(**kwargs):

@@ -1,4 +1,5 @@
-"""Core types shared by every stage: problems, steps, search trees. Plain dataclasses, JSON round-trip, no torch."""
+"""Core types shared by every stage: problems, steps, search trees, scores. Plain dataclasses, JSON round-trip,
+no torch."""
 
 from __future__ import annotations
 
@@ -54,6 +55,25 @@ class Step:
     logprob: float = 0.0
     done: bool = False  # the policy ended the solution here (end-of-sequence)
     tokens: int = 0
+
+
+@dataclass
+class Scores:
+    """A scorer's values of a batch of paths, and the generated tokens and model calls spent on each."""
+
+    values: list[float]
+    tokens: list[int] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.tokens or [0] * len(self.values)
+        self.calls = self.calls or [0] * len(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, s: slice) -> Scores:
+        return Scores(self.values[s], self.tokens[s], self.calls[s])
 
 
 @dataclass(eq=False)

@@ -1,40 +1,49 @@
-"""The `qstar` command as a user runs it (a real subprocess): the JSON contract and bad-input exits."""
+"""The `qstar` command as a user runs it (a real subprocess): the JSON contract, --help, and bad-input exits."""
 
 import json
-import subprocess
-import sys
+import re
 from fractions import Fraction
 
 import pytest
 
-from tests.test_countdown import evaluate_expression
-
-QSTAR = [sys.executable, "-m", "qstar"]
-
-
-def qstar(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*QSTAR, *args], capture_output=True, text=True, timeout=300)
+from qstar.cli import main
+from qstar.pipelines.improve_config import ImproveConfig
 
 
-def test_solve_json_contract():
+def run(capsys, *args: str) -> dict:
+    """`qstar ARGS... --json` in this process (the model stays loaded between calls); its JSON reply."""
+    assert main([*args, "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_solve_json_contract(qstar, evaluate_expression):
     out = qstar("solve", "--task", "countdown", "--numbers", "4", "9", "10", "13", "--target", "24", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) >= {"solved", "expression", "steps", "tokens", "calls"}
-    assert isinstance(result["solved"], bool) and isinstance(result["steps"], list)
+    assert set(result) == {"solved", "answer", "steps", "tokens", "calls", "error"}
+    assert isinstance(result["solved"], bool) and isinstance(result["steps"], list) and result["error"] is None
     assert result["tokens"] >= sum(len(s) for s in result["steps"]) and 1 <= result["calls"] <= len(result["steps"])
     if result["solved"]:
-        value, used = evaluate_expression(result["expression"])
+        value, used = evaluate_expression(result["answer"])
         assert value == Fraction(24) and sorted(used) == [4, 9, 10, 13]
 
 
-def test_solve_readable_trace_and_sampling():
+def test_solve_takes_the_problem_as_free_text(capsys):
+    by_flags = run(capsys, "solve", "--task", "countdown", "--numbers", "4", "9", "10", "13", "--target", "24")
+    by_text = run(capsys, "solve", "--task", "countdown", "use 4 9 10 13 to make 24")
+    assert by_text == by_flags  # the same problem, the same greedy steps
+    assert run(capsys, "solve", "--task", "game24", "4 9 10 13") == by_flags  # Game of 24: the target is 24
+
+
+def test_solve_readable_trace_and_sampling(qstar):
     out = qstar("solve", "--task", "game24", "--numbers", "1", "2", "3", "4", "--search", "sample", "--seed", "1")
     assert out.returncode == 0, out.stderr
-    assert "step 1:" in out.stdout and ("solved" in out.stdout)
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(":")[0].strip() for line in lines[:-1]] == [f"step {i}" for i in range(1, len(lines))]
+    assert re.match(r"^(solved: .+|not solved \(answer: .+\))  \(\d+ tokens, \d+ model calls\)$", lines[-1]), lines
 
 
-def test_eval_json_contract():
+def test_eval_json_contract(qstar):
     out = qstar("eval", "--task", "game24", "--split", "test", "--limit", "5", "--search", "greedy", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -43,12 +52,50 @@ def test_eval_json_contract():
     assert result["tokens_per_problem"] > 0 and result["seconds"] > 0
 
 
-def test_eval_table_on_a_problems_file(tmp_path):
+def test_eval_takes_search_hyper_parameters(capsys):
+    args = ["eval", "--task", "game24", "--limit", "4", "--search", "beam", "--budget", "4000"]
+    narrow = run(capsys, *args, "--search-args", '{"width": 1, "k": 2}')
+    wide = run(capsys, *args, "--search-args", '{"width": 3, "k": 4}')
+    assert narrow["tokens_per_problem"] < wide["tokens_per_problem"]  # the options reached the search
+
+
+def test_eval_table_on_a_problems_file(qstar, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"numbers": [2, 3, 4, 1], "target": 24}\n{"numbers": [5, 5, 5, 1], "target": 24}\n')
     out = qstar("eval", "--task", "countdown", "--problems", str(f), "--search", "greedy")
     assert out.returncode == 0, out.stderr
-    assert "accuracy" in out.stdout and "legal steps" in out.stdout
+    header = next(line for line in out.stdout.splitlines() if "accuracy" in line)
+    assert [c.strip() for c in header.strip("┃│ ").split("┃")] == [
+        "problems",
+        "solved",
+        "accuracy",
+        "tokens",
+        "calls",
+        "legal steps",
+        "seconds",
+    ]
+    row = next(line for line in out.stdout.splitlines() if line.lstrip("│ ").startswith("2 "))
+    assert row.split("│")[1].split()[0] == "2"  # two problems
+
+
+def test_every_name_works_on_every_command(capsys):
+    """The shipped checkpoints' names resolve in one place: `tiny-rules` as a policy, `tiny-value` as a scorer."""
+    args = ["eval", "--task", "game24", "--limit", "3"]
+    rules = run(capsys, *args, "--policy", "tiny-rules")
+    assert rules["solved"] == 0 and rules["legal_step_rate"] == 1.0  # the rules-only model: legal, aimless
+    valued = run(capsys, *args, "--search", "dfs-wide", "--scorer", "tiny-value", "--budget", "1000")
+    assert 0 < valued["tokens_per_problem"] <= 1000
+
+
+def test_improve_help_explains_every_option(qstar):
+    out = qstar("improve", "--help")
+    assert out.returncode == 0
+    blocks = re.split(r"\n  (?=-)", out.stdout.split("options:", 1)[1])  # one block per option
+    helps = {block.split()[0].rstrip(","): " ".join(block.split()) for block in blocks if block.strip()}
+    for f in ImproveConfig.__dataclass_fields__.values():
+        flag = "--" + f.name.replace("_", "-") + ("-epochs" if f.name in ("sft", "dpo", "value") else "")
+        assert flag in helps, flag
+        assert "(default:" in helps[flag] and len(helps[flag]) > len(flag) + 40, helps[flag]  # words, not a default
 
 
 @pytest.mark.parametrize(
@@ -56,26 +103,36 @@ def test_eval_table_on_a_problems_file(tmp_path):
     [
         (["solve", "--numbers", "4", "x", "--target", "24"], "whole numbers"),
         (["solve", "--numbers", "4", "9", "10", "13"], "--target is required"),
-        (["solve", "--numbers", "4", "9", "--target", "twenty"], "--target must be a whole number"),
+        (["solve", "--numbers", "4", "9", "--target", "twenty"], "the target must be a whole number"),
         (["solve", "--target", "24"], "--numbers"),
+        (["solve", "4 9 10 13"], "no target in '4 9 10 13'"),
+        (["solve", "--task", "gsm8k", "--numbers", "1", "2"], "--numbers is not an option of the gsm8k task"),
         (["solve", "--task", "chess", "--numbers", "1", "2", "--target", "3"], "unknown task 'chess'"),
         (["eval", "--task", "game24", "--search", "telepathy"], "unknown search 'telepathy'"),
+        (["eval", "--search", "mcts", "--search-args", '{"sims": 3}'], "search 'mcts' has no option 'sims'"),
+        (["eval", "--search", "astar", "--search-args", '{"aggregation": "max"}'], "aggregation must be one of"),
         (["eval", "--task", "game24", "--split", "dev"], "splits train and test"),
         (["eval", "--task", "countdown", "--problems", "/no/such/file.jsonl"], "not found"),
         (["eval", "--task", "game24", "--policy", "/no/such/model"], "no model at"),
+        (["eval", "--policy-args", '{"max_tokens": 3}'], "policy 'tiny' has no option 'max_tokens'"),
         (["eval", "--limit", "0"], "--limit"),
         (["solve", "--task", "gsm8k"], "--question is required"),
         (["eval", "--task", "math"], "pass --problems"),
         (["eval", "--task", "gsm8k", "--scorer", "oracle"], "unknown scorer 'oracle'"),
+        (["eval", "--scorer", "rollouts", "--scorer-args", '{"n": 2}'], "scorer 'rollouts' has no option 'n'"),
         (["eval", "--task", "gsm8k", "--scorer", "verifier", "--limit", "1"], "needs the reference answer"),
+        (["eval", "--plugin", "/no/such/plugin.py"], "plug-in file not found"),
         (["frobnicate"], "invalid choice"),
         (["improve", "--run-dir", "r", "--data-search", "dfs", "--data-search-args", '{"rootk": 3}'], "'rootk'"),
         (["improve", "--run-dir", "r", "--eval-search-args", "[1]"], "expected a JSON object"),
-        (["improve", "--run-dir", "r", "--value-labels", "soft"], "--value-labels must be mc or hard"),
+        (["improve", "--run-dir", "r", "--value-labels", "soft"], "value_labels must be mc or hard"),
         (["improve", "--run-dir", "r", "--start-value", "/no/such/value"], "no value model folder"),
+        (["improve", "--run-dir", "r", "--sft-epochs", "0"], "epochs must be positive"),
+        (["improve", "--run-dir", "r", "--config", "/no/such.toml"], "config file not found"),
+        (["improve", "--run-dir", "/proc/qstar-run"], "cannot write the run folder /proc/qstar-run"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, message):
+def test_bad_input_is_one_line_and_exit_2(qstar, args, message):
     out = qstar(*args)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
@@ -83,7 +140,15 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert len(lines) == 1 and message in lines[0], out.stderr
 
 
-def test_malformed_problems_file_names_the_line(tmp_path):
+def test_a_config_file_with_a_mistyped_key_fails_before_any_work(qstar, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('data_search = "dfs"\n[sft]\nepochs = 3\nlearning_rate = 0.1\n')
+    out = qstar("improve", "--run-dir", str(tmp_path / "run"), "--config", str(config))
+    assert out.returncode == 2 and "unknown setting 'sft.learning_rate'" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_problems_file_names_the_line(qstar, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"numbers": [1, 2, 3, 4], "target": 10}\n{"numbers": [1, 2, "three"], "target": 6}\n')
     out = qstar("eval", "--task", "countdown", "--problems", str(f))

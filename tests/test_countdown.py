@@ -1,16 +1,16 @@
 """The countdown task: step checker, verifier, solver, presets and problem files."""
 
-import ast
 import json
 import random
-from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qstar.tasks import QstarError, get_task
-from qstar.tasks.countdown import STEP_RE, Countdown, is_solvable, random_play, solve
+from qstar.errors import QstarError
+from qstar.tasks import get_task
+from qstar.tasks.countdown import Countdown, is_solvable, random_play, solve
+from qstar.tasks.countdown.rules import STEP_RE
 from qstar.types import Problem
 
 TASK = Countdown()
@@ -20,31 +20,12 @@ def problem(numbers, target):
     return Problem(id="t", prompt=" ".join(map(str, numbers)), meta={"numbers": numbers, "target": target})
 
 
-def evaluate_expression(expr: str) -> tuple[Fraction, list[int]]:
-    """Value of an arithmetic expression with exact fractions, and the numbers it uses."""
-    used: list[int] = []
-
-    def ev(node):
-        if isinstance(node, ast.Constant):
-            used.append(node.value)
-            return Fraction(node.value)
-        ops = {
-            ast.Add: Fraction.__add__,
-            ast.Sub: Fraction.__sub__,
-            ast.Mult: Fraction.__mul__,
-            ast.Div: Fraction.__truediv__,
-        }
-        return ops[type(node.op)](ev(node.left), ev(node.right))
-
-    return ev(ast.parse(expr, mode="eval").body), used
-
-
 numbers4 = st.lists(st.integers(1, 13), min_size=4, max_size=4)
 
 
 @settings(max_examples=60, deadline=None)
 @given(numbers4, st.integers(1, 30))
-def test_every_solver_solution_passes_checker_and_verifier(numbers, target):
+def test_every_solver_solution_passes_checker_and_verifier(evaluate_expression, numbers, target):
     for steps in solve(numbers, target)[:20]:
         p = problem(numbers, target)
         for i, step in enumerate(steps):
@@ -144,12 +125,12 @@ def test_problems_file(tmp_path):
         + json.dumps({"numbers": [5, 5], "target": 25})
         + "\n"
     )
-    ps = get_task("countdown", str(good)).problems("test")
+    ps = get_task("countdown", problems_file=str(good)).problems("test")
     assert [p.meta["target"] for p in ps] == [10, 25]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"numbers": [1, 2], "target": 3}) + "\n" + '{"numbers": [1, 2]}\n')
     with pytest.raises(QstarError, match=r"bad.jsonl:2: .*target"):
-        get_task("countdown", str(bad)).problems("test")
+        get_task("countdown", problems_file=str(bad)).problems("test")
     bad.write_text("not json\n")
     with pytest.raises(QstarError, match=r"bad.jsonl:1:"):
-        get_task("countdown", str(bad)).problems("test")
+        get_task("countdown", problems_file=str(bad)).problems("test")

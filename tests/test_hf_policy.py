@@ -9,13 +9,15 @@ import json
 import pytest
 
 from qstar.cli import main
+from qstar.errors import BackendError
 from qstar.policy import load_policy
-from qstar.policy.base import BackendError
 from qstar.policy.hf import HFPolicy
 from qstar.scorers import CheckerScorer, get_scorer
 from qstar.search import get_search, run_search
 from qstar.tasks import get_task
 from qstar.types import Prefix
+
+pytestmark = pytest.mark.slow  # a real 135M model on the CPU
 
 TASK = get_task("gsm8k")
 PROBLEMS = TASK.problems("test", limit=5)
@@ -55,8 +57,8 @@ def test_the_step_format_survives_the_chat_template(smol):
 @pytest.mark.parametrize("name", ["best-of-n", "beam"])
 def test_searches_run_end_to_end_within_budget_and_the_verifier_judges(smol, name):
     budget = 300
-    trees = run_search(get_search(name, max_steps=4), PROBLEMS, TASK, smol, CheckerScorer(TASK), budget=budget)
-    assert len(trees) == 5
+    trees = run_search(get_search(name, max_steps=4), PROBLEMS[:3], TASK, smol, CheckerScorer(TASK), budget=budget)
+    assert len(trees) == 3
     for tree in trees:
         assert tree.error is None and 0 < tree.tokens <= budget
         for node in tree.nodes():
@@ -75,7 +77,7 @@ def test_eval_command_with_a_gguf_policy(smollm2_gguf, capsys):
 
 
 def test_judge_scores_paths_with_the_real_model_and_charges_its_tokens(smol):
-    judge = get_scorer("judge", TASK, smol, judge_samples=2)
+    judge = get_scorer("judge", TASK, smol, samples=2)
     paths = [[], ["Janet sells 16 - 3 - 4 = 9 duck eggs a day.", "The answer is 18."]]
     scores = judge.score(PROBLEMS[:1] * 2, paths)
     assert all(v in (0.0, 0.25, 0.5, 0.75, 1.0) for v in scores.values)

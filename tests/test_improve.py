@@ -8,35 +8,37 @@ import subprocess
 import time
 from pathlib import Path
 
-from qstar.evaluate import evaluate
-from qstar.improve import Improve
-from qstar.improve_config import ImproveConfig
+import pytest
+
 from qstar.io import load_trees
+from qstar.pipelines.evaluate import evaluate
+from qstar.pipelines.improve import Improve
+from qstar.pipelines.improve_config import ImproveConfig
 from qstar.policy.tiny import TinyPolicy
 from qstar.search import get_search
 from qstar.tasks import get_task
-from tests.test_cli import QSTAR
+from qstar.train.config import SFTConfig, ValueConfig
 
 SMALL = ["--train-problems", "24", "--data-search", "sample", "--data-budget", "1200"]
 SMALL += ["--eval-limit", "6", "--eval-search", "best-of-n", "--eval-budget", "300", "--sft-epochs", "20"]
-SMALL += ["--value-epochs", "1", "--value-records", "50"]
+SMALL += ["--value-epochs", "1", "--max-value-records", "50"]
 
 
 def small_config(**kw) -> ImproveConfig:
-    cfg = ImproveConfig(
+    return ImproveConfig(
         train_problems=24,
         data_search="sample",
         data_budget=1200,
         eval_limit=6,
         eval_search="best-of-n",
         eval_budget=300,
+        sft=SFTConfig(epochs=20.0, lr=1e-3),
+        value=ValueConfig(epochs=1.0, lr=1e-3),
+        **kw,
     )
-    cfg.sft["epochs"], cfg.value["epochs"] = 20.0, 1.0
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg
 
 
+@pytest.mark.slow
 def test_two_iterations_raise_greedy_accuracy_on_the_training_problems(tmp_path):
     cfg = small_config(iterations=2)
     run = Improve(cfg, tmp_path)
@@ -66,7 +68,9 @@ def files(run: Path) -> dict[str, bytes]:
     return out
 
 
-def test_a_killed_run_resumes_to_the_same_files(tmp_path):
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_files(qstar_command, tmp_path):
+    QSTAR = qstar_command
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     args = ["improve", "--iterations", "1", *SMALL]
     subprocess.run([*QSTAR, *args, "--run-dir", str(whole)], check=True, capture_output=True, timeout=600)
@@ -95,15 +99,15 @@ def test_a_killed_run_resumes_to_the_same_files(tmp_path):
 
 
 def test_extra_problems_never_include_an_evaluation_problem(tmp_path):
-    from qstar.improve import problem_key
+    from qstar.errors import QstarError
     from qstar.io import save_trees
-    from qstar.tasks import QstarError
     from qstar.types import Tree
 
     cfg = small_config(iterations=1, extra_task="countdown", extra_problems=40)
     run = Improve(cfg, tmp_path)
-    held = {problem_key(p) for p in run.evaluation_problems()}
-    assert len(run.extra) > 0 and not [p for p in run.extra if problem_key(p) in held]
+    held = {run.task.problem_key(p) for p in get_task("countdown").evaluation_problems()}
+    assert len(held) == 1100  # the 100 test games and countdown's 1,000 held-out-target problems
+    assert len(run.extra) > 0 and not [p for p in run.extra if run.task.problem_key(p) in held]
     test_game = get_task("game24").problems("test")[0]
     (tmp_path / "iter-1").mkdir()
     save_trees(tmp_path / "iter-1" / "trees.jsonl.gz", [Tree(test_game)])
@@ -117,14 +121,13 @@ def test_extra_problems_never_include_an_evaluation_problem(tmp_path):
 
 
 def test_the_shipped_checkpoints_solve_test_games():
-    from qstar.checkpoints import DEFAULT_VALUE
     from qstar.scorers.value import ValueScorer
 
     task = get_task("game24")
     problems = task.problems("test")
     greedy, runs = evaluate(task, problems, TinyPolicy.from_pretrained(), get_search("greedy"), show_progress=False)
     assert greedy.accuracy >= 0.3  # 43% when shipped; the rules-only checkpoint solves none
-    value = ValueScorer.from_pretrained(DEFAULT_VALUE, task, ground_truth=False)
+    value = ValueScorer(task, ground_truth=False)
     solved = [t for t in runs[0] if t.solved][:8]
     unsolved = [t for t in runs[0] if not t.solved and t.answer is not None and t.answer.legal][:8]
     first = [value.values([t.problem], [t.answer.texts()[:1]])[0] for t in solved + unsolved]
@@ -143,3 +146,28 @@ def test_a_start_value_model_guides_the_first_search(tmp_path):
     assert run.value_path(0) == DEFAULT_VALUE and run.value_path(1) == tmp_path / "iter-1" / "value"
     assert isinstance(run.scorer(0, run.policy(0)), ValueScorer)
     assert isinstance(Improve(small_config(), tmp_path / "b").scorer(0, run.policy(0)), RolloutScorer)
+
+
+def test_the_configs_reproduce_the_recipes_of_the_shipped_checkpoints():
+    """configs/tiny-improved-K-*.toml hold the settings each leg of the shipped checkpoints ran with, as recorded
+    in its qstar_improve.json (fields renamed since; the starting folders are the previous leg's run)."""
+    from dataclasses import asdict
+
+    from qstar.checkpoints import TINY_IMPROVED
+    from qstar.config import from_dict, read_config_file
+
+    legs = json.loads((TINY_IMPROVED / "qstar_improve.json").read_text())["legs"]
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("tiny-improved-*.toml"))
+    assert len(files) == len(legs) == 4
+    renamed = {"value_records": "max_value_records", "dpo": "step_dpo", "dpo_train": "dpo"}
+    for path, leg in zip(files, legs, strict=True):
+        settings = read_config_file(path)
+        cfg = asdict(from_dict(ImproveConfig, {**settings, "start_value": ""}))
+        recorded = {renamed.get(k, k): v for k, v in leg["config"].items()}
+        for name, value in recorded.items():
+            if name in ("policy", "start_value") or (name == "dpo" and not cfg["step_dpo"]):
+                continue  # paths of the run that made them; DPO settings of a leg without DPO
+            mine = cfg[name]
+            if isinstance(value, dict) and name in ("sft", "dpo", "value"):
+                mine = {k: mine[k] for k in value}
+            assert mine == value, (path.name, name)

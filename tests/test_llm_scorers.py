@@ -13,13 +13,15 @@ import torch
 from transformers import GPT2Config, GPT2ForTokenClassification
 
 from qstar.cli import main
+from qstar.errors import QstarError
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.scorers import get_scorer
 from qstar.scorers.judge import verdict
 from qstar.scorers.prm import PRMScorer
-from qstar.tasks import QstarError, get_task
+from qstar.tasks import get_task
 from qstar.tasks.countdown import solve
-from qstar.train.value import ValueConfig, train_value
+from qstar.train.config import ValueConfig
+from qstar.train.value import train_value
 
 TASK = get_task("game24")
 PROBLEMS = [p for p in TASK.problems("train")[:40] if solve(p.meta["numbers"], 24)][:24]
@@ -53,15 +55,15 @@ def test_a_prm_folder_scores_good_paths_above_bad_ones_with_each_aggregation(prm
     assert sum(scorer.score(problems, good).values) > sum(scorer.score(problems, bad).values)
     rewards = scorer.step_rewards(problems, good)
     for name, expected in (("min", min), ("last", lambda r: r[-1]), ("prod", math.prod)):
-        values = PRMScorer.from_pretrained(prm_dir, TASK, aggregate=name).score(problems, good).values
+        values = PRMScorer(TASK, path=str(prm_dir), aggregate=name).score(problems, good).values
         assert values == pytest.approx([expected(r) for r in rewards])
     with pytest.raises(QstarError, match="aggregation"):
-        PRMScorer.from_pretrained(prm_dir, TASK, aggregate="mean")
+        PRMScorer(TASK, path=str(prm_dir), aggregate="mean")
 
 
 def test_eval_with_a_prm_folder_as_scorer(prm_dir, capsys):
     argv = ["eval", "--task", "game24", "--limit", "3", "--search", "beam", "--budget", "300"]
-    assert main([*argv, "--scorer", str(prm_dir), "--aggregate", "last", "--json"]) == 0
+    assert main([*argv, "--scorer", str(prm_dir), "--scorer-args", '{"aggregate": "last"}', "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 3 and result["tokens_per_problem"] <= 300
     assert main([*argv, "--scorer", "no/such/prm"]) == 2

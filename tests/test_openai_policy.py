@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 
-from qstar.evaluate import evaluate
+from qstar.errors import BackendError
+from qstar.pipelines.evaluate import evaluate
 from qstar.policy import load_policy
-from qstar.policy.base import BackendError
 from qstar.policy.openai import OpenAIPolicy
 from qstar.scorers import VerifierScorer
 from qstar.search import get_search, run_search
@@ -44,6 +44,7 @@ def llama(smollm2_gguf):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_llama_gives_n_steps_with_logprobs(llama):
     policy = load_policy(llama.url + "/v1", seed=0)
     assert isinstance(policy, OpenAIPolicy) and not policy.chat
@@ -59,6 +60,7 @@ def test_llama_gives_n_steps_with_logprobs(llama):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_llama_greedy_and_seeded_sampling_repeat(llama):
     policy = OpenAIPolicy(llama.url, max_step_tokens=16)
     first, second = (policy.propose([QUESTION, QUESTION], n=2) for _ in range(2))
@@ -71,6 +73,7 @@ def test_llama_greedy_and_seeded_sampling_repeat(llama):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_llama_chat_continues_the_steps(llama):
     policy = OpenAIPolicy(llama.url + "/v1/", chat=True, max_step_tokens=16)
     prefixes = [Prefix(QUESTION), Prefix(QUESTION, "Step 1: He starts with 3 apples.\n")]
@@ -80,6 +83,7 @@ def test_llama_chat_continues_the_steps(llama):
 
 
 @needs_llama
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "params", "budget"),
     [("best-of-n", {"n": 2, "temperature": 0.7}, 64), ("beam", {"width": 1, "k": 2, "max_steps": 2}, 64)],

@@ -1,10 +1,12 @@
 """The tiny policy: tokenizer, checkpoints, the lean decoder, batched step proposals."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer, LlamaForCausalLM
 
+from qstar.errors import BackendError
 from qstar.policy.tiny import TinyPolicy
 from qstar.policy.tokenizer import CHARS, char_tokenizer
 
@@ -39,7 +41,7 @@ def test_lean_decoder_matches_the_hf_forward(random_model):
     """Batched, left-padded prefill through the lean decoder gives the HF model's last-position logits."""
     model, tokenizer = random_model
     policy = TinyPolicy(model, tokenizer)
-    encoded = policy.encode(PREFIXES)
+    encoded = [policy.prepare(p)[0] for p in PREFIXES]
     width = max(map(len, encoded))
     ids = torch.zeros(len(encoded), width, dtype=torch.long)
     valid = torch.zeros(len(encoded), width, dtype=torch.bool)
@@ -62,7 +64,7 @@ def test_greedy_proposals_match_hf_generate(random_model):
     policy = TinyPolicy(model, tokenizer, max_step_tokens=12)
     for prefix in PREFIXES:
         (step,) = policy.propose([prefix])[0]
-        ids = torch.tensor(policy.encode([prefix]))
+        ids = torch.tensor([policy.prepare(prefix)[0]])
         out = model.generate(
             ids,
             max_new_tokens=12,
@@ -100,3 +102,21 @@ def test_sampling_is_seeded(shipped_policy):
     shipped_policy.seed(3)
     b = [s.text for s in shipped_policy.propose(PREFIXES, n=4, temperature=1.0)[0]]
     assert a == b
+
+
+def test_the_backend_contract_greedy_repeats_and_failing_items(shipped_policy):
+    """As on every backend: a greedy step is generated once and repeated at no cost; each occurrence of a prefix
+    samples on its own above temperature 0; a prompt the context cannot hold fails alone (BackendError)."""
+    (steps,) = shipped_policy.propose(PREFIXES[:1], n=4)
+    assert len({s.text for s in steps}) == 1 and steps[0].tokens > 0 and [s.tokens for s in steps[1:]] == [0] * 3
+    shipped_policy.seed(0)
+    same = shipped_policy.propose(PREFIXES[:1] * 8, n=1, temperature=1.0)
+    assert len({row[0].text for row in same}) > 1  # eight occurrences, eight draws
+    too_long = PREFIXES[0] + "1 + 1 = 2 (left: 2)\n" * 20
+    with pytest.raises(BackendError) as caught:
+        shipped_policy.propose([PREFIXES[0], too_long, PREFIXES[2]])
+    assert list(caught.value.failed) == [1] and "does not fit the model's context" in caught.value.failed[1]
+    results = caught.value.results
+    assert results[1] is None and [r[0].text for r in (results[0], results[2])] == [
+        row[0].text for row in shipped_policy.propose([PREFIXES[0], PREFIXES[2]])
+    ]

@@ -5,10 +5,10 @@ import json
 import torch
 from transformers import LlamaForCausalLM
 
+from qstar.pipelines.pretrain import legal_step_rate, pretrain
+from qstar.pipelines.pretrain_config import PretrainConfig
 from qstar.policy.tiny import TinyPolicy, new_tiny_model
 from qstar.tasks import get_task
-from qstar.train.pretrain import legal_step_rate, pretrain
-from qstar.train.pretrain_config import PretrainConfig
 
 
 def test_pretraining_makes_the_loss_fall_and_changes_every_parameter(tmp_path):

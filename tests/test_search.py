@@ -1,19 +1,17 @@
 """Searches: they find known solutions, keep to their budgets and widths, batch problems, save their trees."""
 
 import json
-import subprocess
 
 import pytest
 
-from qstar.evaluate import check_no_leak, evaluate
+from qstar.errors import BackendError, QstarError
 from qstar.io import load_trees, save_trees
-from qstar.policy.base import BackendError
+from qstar.pipelines.evaluate import check_no_leak, evaluate
 from qstar.scorers import CheckerScorer, RolloutScorer, VerifierScorer
 from qstar.search import SEARCHES, get_search, run_search
-from qstar.tasks import QstarError, get_task
+from qstar.tasks import get_task
 from qstar.tasks.countdown import Countdown, make_problem, solve
 from tests.scripted import ScriptedPolicy
-from tests.test_cli import QSTAR
 
 TASK = Countdown()
 # small problems with few solutions among many legal plays; greedy (first legal move) fails on each
@@ -128,11 +126,14 @@ def test_dfs_wide_root_and_widening():
         get_search("dfs", root_k=3, k=1, threshold=0.0, widen=True), [problem], TASK, policy, scorer, 3000
     )
     assert len(wide.root.children) > 3 and tree.tokens < wide.tokens <= 3000
+    # a budget below `root_k` first steps buys as many as it affords (here 500 // 40 = 12 of 16), not none
+    (small,) = run_search(get_search("dfs-wide"), [problem], TASK, policy, scorer, budget=500)
+    assert 0 < small.tokens <= 500 and 1 <= len(small.root.children) <= 12
     assert get_search("dfs-wide").widen and get_search("dfs-wide").root_k > get_search("dfs-wide").k
 
 
 def test_astar_rejects_unknown_aggregation():
-    with pytest.raises(ValueError, match="aggregation"):
+    with pytest.raises(QstarError, match="aggregation"):
         get_search("astar", aggregation="mean")
 
 
@@ -167,10 +168,12 @@ def test_seeds_give_a_spread_and_evaluation_refuses_a_leaking_verifier():
     check_no_leak(leaky, CheckerScorer(leaky))
 
 
-def test_compare_end_to_end_with_the_real_policy(tmp_path):
+@pytest.mark.slow
+def test_compare_end_to_end_with_the_real_policy(qstar, tmp_path):
     args = ["compare", "--task", "game24", "--split", "test", "--limit", "4", "--seeds", "2", "--out", str(tmp_path)]
-    args += ["--searches", "greedy,beam,mcts", "--budgets", "300,900", "--scorer", "rollouts", "--rollouts", "2"]
-    out = subprocess.run([*QSTAR, *args], capture_output=True, text=True, timeout=600)
+    args += ["--searches", "greedy,beam,mcts", "--budgets", "300,900", "--scorer", "rollouts"]
+    args += ["--scorer-args", '{"k": 2}', "--search-args", '{"mcts": {"simulations": 2}}']
+    out = qstar(*args, timeout=600)
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "compare.json").read_text())
     assert [(r["search"], r["budget"]) for r in rows] == [
@@ -181,6 +184,7 @@ def test_compare_end_to_end_with_the_real_policy(tmp_path):
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| beam | 900 |" in (tmp_path / "compare.md").read_text()
     assert "mcts" in out.stdout
+    assert [r["search_args"] for r in rows if r["search"] == "mcts"] == [{"simulations": 2}] * 2
 
 
 class FlakyPolicy(ScriptedPolicy):
@@ -209,3 +213,19 @@ def test_a_problem_whose_backend_fails_is_recorded_and_the_others_go_on(name):
     assert trees[0].tokens > 0 and trees[2].tokens > 0 and not trees[1].solved
     result, _ = evaluate(task, problems, FlakyPolicy(broken="3 8 1 1"), search, CheckerScorer(task), 800)
     assert result.failed == 1 and result.n == 3
+
+
+def test_the_rollout_scorer_reports_the_paths_whose_rollouts_failed():
+    """A backend failing some items under the rollout scorer: those paths fail with the reason, the others are
+    valued, and in a search only the problem whose rollouts failed ends, with its error recorded."""
+    task = Countdown()
+    problems = [make_problem(str(i), numbers, 24) for i, numbers in enumerate([[4, 6, 1, 1], [3, 8, 1, 1], [2, 12]])]
+    scorer = RolloutScorer(task, FlakyPolicy(broken="3 8 1 1"), k=2)
+    with pytest.raises(BackendError) as caught:
+        scorer.score(problems, [["4 * 6 = 24 (left: 1 1 24)"], ["3 * 8 = 24 (left: 1 1 24)"], []])
+    assert caught.value.failed == {1: "server error 500"}
+    scores = caught.value.results
+    assert len(scores) == 3 and all(0 <= v <= 1 for v in scores.values) and scores.tokens[0] > 0 < scores.tokens[2]
+    trees = run_search(get_search("beam", width=2, k=2), problems, task, ScriptedPolicy(), scorer, budget=2000)
+    assert [t.error for t in trees] == [None, "server error 500", None]
+    assert trees[0].tokens > 0 and trees[2].tokens > 0

@@ -11,9 +11,10 @@ from qstar.scorers import RolloutScorer
 from qstar.scorers.value import ValueScorer
 from qstar.search import get_search, run_search
 from qstar.tasks.countdown import Countdown, make_problem
-from qstar.train.dpo import DPOConfig, train_dpo
-from qstar.train.sft import SFTConfig, train_sft
-from qstar.train.value import ValueConfig, train_value
+from qstar.train.config import DPOConfig, SFTConfig, ValueConfig
+from qstar.train.dpo import train_dpo
+from qstar.train.sft import train_sft
+from qstar.train.value import train_value
 
 TASK = Countdown()
 PROBLEMS = [make_problem(f"p{i}", n, t) for i, (n, t) in enumerate([([1, 2, 3], 9), ([2, 5, 6], 17), ([3, 5, 7], 8)])]
@@ -91,8 +92,8 @@ def test_dpo_learns(trees, kind):
 @pytest.mark.parametrize("kind", ["tiny", "gpt2"])
 def test_value_model_learns_to_rank(trees, kind, tmp_path):
     if kind == "tiny":
+        from qstar.models import value_model_from
         from qstar.policy.tiny import new_tiny_model
-        from qstar.train.value import value_model_from
 
         torch.manual_seed(0)
         policy, tok = new_tiny_model(hidden=32, layers=1, heads=2, mlp=64)
@@ -109,7 +110,9 @@ def test_value_model_learns_to_rank(trees, kind, tmp_path):
     records = value_records(trees, TASK)
     history = train_value(model, tok, records, ValueConfig(epochs=8, batch_size=8, lr=3e-3), quiet=True)
     assert_learned(history, before, model)
-    scorer = ValueScorer(TASK, model, tok, ground_truth=False)
+    model.save_pretrained(tmp_path / "value")
+    tok.save_pretrained(tmp_path / "value")
+    scorer = ValueScorer(TASK, path=str(tmp_path / "value"), ground_truth=False)
     good = [r for r in records if r["labels"][0] > 0]
     bad = [r for r in records if r["labels"][0] == 0]
     problem = {TASK.render(p, []): p for p in PROBLEMS}

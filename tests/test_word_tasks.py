@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from qstar.tasks import QstarError, get_task
+from qstar.errors import QstarError
+from qstar.tasks import get_task
 from qstar.tasks.gsm8k import solution_steps
 
 GSM8K = get_task("gsm8k")
@@ -59,11 +60,11 @@ def test_step_checker_rejects_what_breaks_the_format():
 def test_gsm8k_problems_file(tmp_path):
     f = tmp_path / "mine.jsonl"
     f.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n{"question": "6 / 3?", "answer": "So 2.\\n#### 2"}\n')
-    problems = get_task("gsm8k", str(f)).problems("test")
+    problems = get_task("gsm8k", problems_file=str(f)).problems("test")
     assert [p.answer for p in problems] == ["5", "2"]
     f.write_text('{"question": "What?", "answer": "five"}\n')
     with pytest.raises(QstarError, match="not a number"):
-        get_task("gsm8k", str(f)).problems("test")
+        get_task("gsm8k", problems_file=str(f)).problems("test")
     with pytest.raises(QstarError, match="####"):
         solution_steps("no marker here")
 
@@ -75,7 +76,7 @@ def test_math_task_verifies_with_math_verify(tmp_path):
         {"problem": "Solve.", "answer": "(3, 4)"},
     ]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
-    task = get_task("math", str(f))
+    task = get_task("math", problems_file=str(f))
     with pytest.raises(QstarError, match=":3: not valid JSON"):
         task.problems("test")
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))

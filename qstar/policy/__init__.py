@@ -1,14 +1,20 @@
-"""Policies by spec: `tiny` (the shipped checkpoint), a model folder or `.gguf` file, an `http(s)://` URL, `openai`."""
+"""Policies (backends) by name, and `load_policy`, the one place a policy spec becomes a policy.
+
+A spec is a registered backend (`tiny`, `hf`, `openai`, or one a plug-in adds), a shipped checkpoint's name
+(`tiny-rules`, `tiny-improved`), a model folder or `.gguf` file, or an `http(s)://` URL of an OpenAI-compatible
+server. Installed packages add backends through the `qstar.policies` entry-point group, a user's file through
+`--plugin`.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Any
 
-from qstar.checkpoints import DEFAULT_POLICY
-from qstar.policy.base import BackendError, Policy
-from qstar.tasks.base import QstarError
+from qstar.checkpoints import resolve
+from qstar.errors import BackendError, QstarError
+from qstar.policy.base import POLICIES, Policy, register_policy
 
 
 def is_tiny_checkpoint(path: Path) -> bool:
@@ -19,33 +25,90 @@ def is_tiny_checkpoint(path: Path) -> bool:
         return False
 
 
-def load_policy(
-    spec: str = "tiny",
+def model_folder(spec: str) -> Path:
+    """The folder or `.gguf` file a model spec names, checked before anything loads."""
+    path = resolve(spec)
+    if path.suffix != ".gguf" and not (path / "config.json").is_file():
+        raise QstarError(f"no model at {path} (expected a folder with config.json, a .gguf file, or a URL)")
+    return path
+
+
+@register_policy("tiny")
+def tiny(path: str = "tiny", seed: int = 0, device: str | None = None, max_step_tokens: int = 40) -> Policy:
+    """qstar's built-in tiny model (`tiny` is the shipped improved checkpoint) on its fast KV-cached decoder."""
+    from qstar.policy.tiny import TinyPolicy
+
+    return TinyPolicy.from_pretrained(model_folder(path), device=device, seed=seed, max_step_tokens=max_step_tokens)
+
+
+@register_policy("hf")
+def hf(
+    path: str,
     seed: int = 0,
+    chat: bool | None = None,
+    device: str | None = None,
+    max_step_tokens: int = 96,
+    batch_size: int = 16,
+) -> Policy:
+    """Any transformers causal LM from a folder or a `.gguf` file; CUDA in bf16 when visible, else CPU fp32."""
+    from qstar.policy.hf import HFPolicy
+
+    return HFPolicy.from_pretrained(
+        model_folder(path), device=device, chat=chat, seed=seed, max_step_tokens=max_step_tokens, batch_size=batch_size
+    )
+
+
+@register_policy("openai")
+def openai(
+    base_url: str | None = None,
     model: str | None = None,
     chat: bool | None = None,
     api_key: str | None = None,
+    seed: int = 0,
+    max_step_tokens: int = 128,
+    concurrency: int = 8,
+    retries: int = 3,
+    timeout: float = 60.0,
 ) -> Policy:
-    """`tiny` or a tiny-model folder → the built-in fast decoder; another folder or a `.gguf` file → any
-    transformers causal LM (HF backend); `http(s)://...`, or `openai` for `$OPENAI_BASE_URL` → an
-    OpenAI-compatible server serving `model` (else `$OPENAI_MODEL`, else the server's first; key: `api_key`,
-    else `$OPENAI_API_KEY`)."""
-    if spec == "openai" or spec.startswith(("http://", "https://")):
-        from qstar.policy.openai import OpenAIPolicy
+    """An OpenAI-compatible server (vLLM, SGLang, llama.cpp): `base_url` (default `$OPENAI_BASE_URL`), `model`
+    (default `$OPENAI_MODEL`, else the server's first), `api_key` (default `$OPENAI_API_KEY`)."""
+    import os
 
-        url = None if spec == "openai" else spec
-        model = model or os.environ.get("OPENAI_MODEL")
-        return OpenAIPolicy.from_spec(url, model=model, chat=bool(chat), seed=seed, api_key=api_key)
-    path = DEFAULT_POLICY if spec == "tiny" else Path(spec)
-    if path.suffix != ".gguf" and not (path / "config.json").is_file():
-        raise QstarError(f"no model at {path} (expected a folder with config.json, a .gguf file, or a URL)")
-    if is_tiny_checkpoint(path):
-        from qstar.policy.tiny import TinyPolicy
+    from qstar.policy.openai import OpenAIPolicy
 
-        return TinyPolicy.from_pretrained(path, seed=seed)
-    from qstar.policy.hf import HFPolicy
-
-    return HFPolicy.from_pretrained(path, chat=chat, seed=seed)
+    model = model or os.environ.get("OPENAI_MODEL")
+    return OpenAIPolicy.from_spec(
+        base_url,
+        model=model,
+        chat=bool(chat),
+        seed=seed,
+        api_key=api_key,
+        max_step_tokens=max_step_tokens,
+        concurrency=concurrency,
+        retries=retries,
+        timeout=timeout,
+    )
 
 
-__all__ = ["BackendError", "Policy", "load_policy"]
+def policy_name(spec: str) -> tuple[str, dict[str, Any]]:
+    """The backend a spec names and the options the spec itself sets (`path`, `base_url`)."""
+    if spec in POLICIES:
+        return spec, {}
+    if spec.startswith(("http://", "https://")):
+        return "openai", {"base_url": spec}
+    path = model_folder(spec)
+    return ("tiny" if is_tiny_checkpoint(path) else "hf"), {"path": str(path)}
+
+
+def load_policy(spec: str = "tiny", **options: Any) -> Policy:
+    """The policy `spec` names (see the module's docstring). `options` go to the backend; those it does not take
+    among `seed`, `chat`, `model`, `api_key` and `device` (the command line's) are left out, and None means the
+    backend's default."""
+    name, given = policy_name(spec)
+    shared = ("seed", "chat", "model", "api_key", "device")
+    context = {k: options.pop(k) for k in shared if k in options and options[k] is not None}
+    options = {k: v for k, v in options.items() if v is not None}
+    return POLICIES.build(name, context=context, **{**given, **options})
+
+
+__all__ = ["POLICIES", "BackendError", "Policy", "load_policy", "policy_name", "register_policy"]

@@ -1,21 +1,21 @@
-"""The Policy protocol: propose the next reasoning step for many partial solutions at once."""
+"""The Policy protocol, the backend contract every policy keeps, and the registry of backends.
+
+The contract: `propose(prefixes, n, temperature)` returns `n` steps for each prefix, in order. At temperature 0
+one step is generated per prefix and repeated `n` times, the repeats costing 0 tokens; above 0 every occurrence
+of a prefix gets `n` samples of its own. A prefix the backend cannot serve (a prompt longer than the context, a
+request that keeps failing) fails alone: `BackendError` names it and carries the other prefixes' steps.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
+from qstar.errors import BackendError
+from qstar.registry import Registry
 from qstar.types import Step
 
-
-class BackendError(RuntimeError):
-    """Some items of a batched model call failed for good (retries spent): `failed` maps an item's index in the
-    batch to why; `results` holds the other items' replies (None where failed). The search driver ends the
-    failed items' problems with the error recorded and carries on with the rest."""
-
-    def __init__(self, failed: dict[int, str], results: list):
-        self.failed, self.results = failed, results
-        first = next(iter(failed.values()), "")
-        super().__init__(f"{len(failed)} of {len(results)} requests failed; first: {first}")
+Item = TypeVar("Item")
 
 
 class Policy(Protocol):
@@ -30,3 +30,43 @@ class Policy(Protocol):
     def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
         """`n` steps after each prefix; may raise `BackendError` naming the prefixes that failed."""
         ...
+
+
+POLICIES: Registry[Policy] = Registry("policy", "qstar.policies")
+register_policy = POLICIES.register
+
+
+def repeat(step: Step) -> Step:
+    """A copy of a greedy step that was not generated again: it costs no tokens."""
+    return Step(step.text, step.logprob, step.done, tokens=0)
+
+
+def propose_batch(
+    prefixes: list[str],
+    n: int,
+    temperature: float,
+    prepare: Callable[[str], tuple[Item, str]],
+    generate: Callable[[list[Item], int], list[list[Step]]],
+) -> list[list[Step]]:
+    """The contract above for a backend that generates a whole batch at once: `prepare(prefix)` gives the
+    backend's input (e.g. token ids) and why it cannot serve it ("" when it can); `generate(items, draws)` gives
+    `draws` steps per item."""
+    prepared = {p: prepare(p) for p in dict.fromkeys(prefixes)}
+    failed = {i: prepared[p][1] for i, p in enumerate(prefixes) if prepared[p][1]}
+    fitting = [i for i in range(len(prefixes)) if i not in failed]
+    results: list[list[Step] | None] = [None] * len(prefixes)
+    if not fitting:
+        pass
+    elif temperature == 0:
+        distinct = list(dict.fromkeys(prefixes[i] for i in fitting))
+        generated = dict(zip(distinct, generate([prepared[p][0] for p in distinct], 1), strict=True))
+        for i in fitting:
+            (step,) = generated[prefixes[i]]
+            results[i] = [step] + [repeat(step)] * (n - 1)
+    else:
+        sampled = generate([prepared[prefixes[i]][0] for i in fitting], n)
+        for i, steps in zip(fitting, sampled, strict=True):
+            results[i] = steps
+    if failed:  # only those problems end, with the reason; the rest of the batch goes on
+        raise BackendError(failed, results)
+    return results  # type: ignore[return-value]

@@ -16,13 +16,10 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from qstar.policy.base import BackendError
-from qstar.tasks.base import QstarError
+from qstar.errors import QstarError
+from qstar.models import best_device
+from qstar.policy.base import propose_batch
 from qstar.types import Step, split_prefix
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class StepEnd(StoppingCriteria):
@@ -78,7 +75,7 @@ class HFPolicy:
             where = {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name}
         elif not (path / "config.json").is_file():
             raise QstarError(f"no model at {path} (expected a folder with config.json, or a .gguf file)")
-        dev = torch.device(device) if device else default_device()
+        dev = torch.device(device or best_device())
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         tokenizer = AutoTokenizer.from_pretrained(**where)
         model = AutoModelForCausalLM.from_pretrained(**where, dtype=dtype).to(dev)
@@ -99,36 +96,31 @@ class HFPolicy:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
         return text if text.endswith(self.separator) else text + self.separator  # templates may trim the content
 
+    def prepare(self, prefix: str) -> tuple[list[int], str]:
+        """A prefix's token ids (its chat rendering's, with `chat`), and why it cannot be continued within the
+        model's context ("" when it can)."""
+        ids = self.tokenizer(self.text(prefix), add_special_tokens=not self.chat)["input_ids"]
+        return ids, self.overflow(len(ids))
+
     @torch.inference_mode()
     def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
-        """`n` next steps per prefix (greedy: one generation, repeated, the repeats costing no tokens).
-        Log-probs are under the untempered model; a step ends at its first separator after non-blank text."""
-        unique = list(dict.fromkeys(prefixes))
-        encoded = self.tokenizer([self.text(p) for p in unique], add_special_tokens=not self.chat)["input_ids"]
-        too_long = {p: self.overflow(len(ids)) for p, ids in zip(unique, encoded, strict=True)}
-        fitting = [(p, ids) for p, ids in zip(unique, encoded, strict=True) if not too_long[p]]
-        draws = n if temperature > 0 else 1
-        per_call = max(1, self.batch_size // draws)
-        steps: dict[str, list[Step]] = {}
-        for i in range(0, len(fitting), per_call):
-            chunk = fitting[i : i + per_call]
-            generated = self._generate([ids for _, ids in chunk], draws, temperature)
-            for (prefix, _), sampled in zip(chunk, generated, strict=True):
-                steps[prefix] = sampled if draws == n else sampled + [self._repeat(sampled[0])] * (n - 1)
-        failed = {i: too_long[p] for i, p in enumerate(prefixes) if too_long[p]}
-        if failed:  # only those problems end, with the reason; the rest of the batch goes on
-            raise BackendError(failed, [steps.get(p) for p in prefixes])
-        return [steps[p] for p in prefixes]
+        """`n` next steps per prefix (see `qstar.policy.base` for the contract). Log-probs are under the
+        untempered model; a step ends at its first separator after non-blank text."""
+
+        def generate(prompts: list[list[int]], draws: int) -> list[list[Step]]:
+            per_call = max(1, self.batch_size // draws)
+            out: list[list[Step]] = []
+            for i in range(0, len(prompts), per_call):
+                out += self._generate(prompts[i : i + per_call], draws, temperature)
+            return out
+
+        return propose_batch(prefixes, n, temperature, self.prepare, generate)
 
     def overflow(self, length: int) -> str:
         """Why a prompt of `length` tokens cannot be continued within the model's context, or "" when it can."""
         if length + self.max_step_tokens <= self.context:
             return ""
         return f"prompt of {length} tokens + a {self.max_step_tokens}-token step exceeds the context of {self.context}"
-
-    @staticmethod
-    def _repeat(step: Step) -> Step:
-        return Step(step.text, step.logprob, step.done, tokens=0)
 
     def _generate(self, prompts: list[list[int]], n: int, temperature: float) -> list[list[Step]]:
         batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.model.device)

@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from qstar.policy.base import BackendError
-from qstar.tasks.base import QstarError
+from qstar.errors import BackendError, QstarError
+from qstar.policy.base import repeat
 from qstar.types import Step, split_prefix
 
 BLANK_ROUNDS = 4  # a step that is only blank lines is continued at most this many times
@@ -148,8 +148,9 @@ class OpenAIPolicy:
         self._calls += 1
         draws = n if temperature > 0 else 1
         keys = [(str(p), split_prefix(p)[0]) for p in prefixes]
-        owner = {key: i for i, key in reversed(list(enumerate(keys)))} if draws == 1 else {}
-        unique = [i for i, key in enumerate(keys) if draws > 1 or owner[key] == i]  # greedy: one request each
+        # greedy: one request per distinct prefix; sampling: every occurrence draws its own
+        owner = {key: i for i, key in reversed(list(enumerate(keys)))} if temperature == 0 else {}
+        unique = [i for i, key in enumerate(keys) if temperature > 0 or owner[key] == i]
         drawn: dict[int, list[Step | None]] = {i: [None] * draws for i in unique}
         failed: dict[int, str] = {}
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -197,9 +198,7 @@ class OpenAIPolicy:
                 results.append(None)
                 continue
             steps: list[Step] = drawn[first]  # type: ignore[assignment]
-            if draws < n:
-                steps = steps + [Step(steps[0].text, steps[0].logprob, steps[0].done, 0)] * (n - 1)
-            results.append(steps if first == i else [Step(s.text, s.logprob, s.done, 0) for s in steps])
+            results.append(steps if draws == n else steps + [repeat(steps[0])] * (n - 1))
         if failed:
             raise BackendError(dict(sorted(failed.items())), results)
         return results  # type: ignore[return-value]

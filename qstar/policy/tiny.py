@@ -8,6 +8,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from qstar.checkpoints import DEFAULT_POLICY
+from qstar.policy.base import propose_batch
 from qstar.policy.decoding import LlamaDecoder
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.types import Step
@@ -56,7 +57,7 @@ class TinyPolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, device: str | None = None, **kwargs) -> TinyPolicy:
-        """Load a checkpoint; `device` None keeps the CPU (pass `qstar.train.loop.best_device()` for CUDA)."""
+        """Load a checkpoint; `device` None keeps the CPU (`qstar.models.best_device()` picks CUDA when visible)."""
         model = LlamaForCausalLM.from_pretrained(path)
         if device is not None:
             model = model.to(device)
@@ -65,21 +66,27 @@ class TinyPolicy:
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        bos = self.tokenizer.bos_token_id
-        return [[bos, *ids] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    def prepare(self, prefix: str) -> tuple[list[int], str]:
+        """A prefix's token ids after BOS, and why it cannot be continued ("" when it can)."""
+        ids = [self.tokenizer.bos_token_id, *self.tokenizer(prefix, add_special_tokens=False)["input_ids"]]
+        too_long = f"prompt of {len(ids)} tokens does not fit the model's context of {self.context}"
+        return ids, too_long if len(ids) >= self.context else ""
+
+    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
+        """`n` next steps for each prefix (see `qstar.policy.base` for the contract); greedy at temperature 0.
+        Log-probs are under the untempered model."""
+        return propose_batch(
+            prefixes, n, temperature, self.prepare, lambda rows, k: self.generate(rows, k, temperature)
+        )
 
     @torch.inference_mode()
-    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
-        """`n` next steps for each prefix; greedy at temperature 0. Log-probs are under the untempered model."""
-        if not prefixes:
-            return []
-        slot = {p: i for i, p in enumerate(dict.fromkeys(prefixes))}  # identical prefixes share one prefill
-        encoded = self.encode(list(slot))
+    def generate(self, prompts: list[list[int]], n: int, temperature: float) -> list[list[Step]]:
+        """`n` steps after each prompt (token ids, each shorter than the context); identical prompts share one
+        prefill, and every row samples on its own."""
+        slot = {p: i for i, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
+        encoded = list(slot)
         width = max(map(len, encoded))
         length = min(width + self.max_step_tokens, self.context)
-        if width >= self.context:
-            raise ValueError(f"prompt of {width} tokens does not fit the model's context of {self.context}")
         ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id)
         valid = torch.zeros((len(encoded), width), dtype=torch.bool)
         for row, seq in enumerate(encoded):
@@ -94,7 +101,7 @@ class TinyPolicy:
         logits = self.decoder.forward(ids, positions, cache, 0, mask)
 
         # each prefix's cache and last logits are shared by its n samples (and by its repeats)
-        rows = torch.tensor([slot[p] for p in prefixes], device=dev).repeat_interleave(n)
+        rows = torch.tensor([slot[tuple(p)] for p in prompts], device=dev).repeat_interleave(n)
         keys, values = cache[0][:, rows], cache[1][:, rows]
         logits, next_pos = logits[rows], positions[rows, -1] + 1
         key_mask = torch.cat([valid[rows], torch.ones(len(rows), length - width, dtype=torch.bool, device=dev)], dim=1)
@@ -129,7 +136,7 @@ class TinyPolicy:
             next_pos = next_pos + 1
         pairs = zip(generated.tolist(), logprob.tolist(), strict=True)
         steps = [self._step([t for t in seq if t >= 0], lp) for seq, lp in pairs]
-        return [steps[i * n : (i + 1) * n] for i in range(len(prefixes))]
+        return [steps[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _step(self, tokens: list[int], logprob: float) -> Step:
         ended_by_eos = tokens[-1] == self.tokenizer.eos_token_id

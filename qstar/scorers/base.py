@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from qstar.types import Problem
-
-
-@dataclass
-class Scores:
-    """Values of a batch of paths, and the generated tokens and model calls spent on each."""
-
-    values: list[float]
-    tokens: list[int] = field(default_factory=list)
-    calls: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.tokens = self.tokens or [0] * len(self.values)
-        self.calls = self.calls or [0] * len(self.values)
-
-    def __getitem__(self, s: slice) -> Scores:
-        return Scores(self.values[s], self.tokens[s], self.calls[s])
+from qstar.registry import Registry
+from qstar.tasks.base import Task
+from qstar.types import Problem, Scores
 
 
 class Scorer(Protocol):
@@ -34,3 +19,15 @@ class Scorer(Protocol):
     def max_tokens(self, problem: Problem, path: list[str]) -> int:
         """The most generated tokens scoring this path can cost (searches keep within their budget with it)."""
         ...
+
+
+SCORERS: Registry[Scorer] = Registry("scorer", "qstar.scorers")
+register_scorer = SCORERS.register
+
+
+def default_scorer(task: Task) -> str:
+    """The verifier where it needs no reference answer (it may guide evaluation), else the step checker."""
+    return "checker" if task.verifier_needs_reference else "verifier"
+
+
+__all__ = ["SCORERS", "Scorer", "Scores", "default_scorer", "register_scorer"]

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from qstar.scorers.base import Scores
+from qstar.scorers.base import register_scorer
 from qstar.tasks.base import Task
-from qstar.types import Problem
+from qstar.types import Problem, Scores
 
 
 def legal(task: Task, problem: Problem, path: list[str]) -> bool:
     return all(task.check_step(problem, path[:i], step).ok for i, step in enumerate(path))
 
 
+@register_scorer("checker")
 @dataclass
 class CheckerScorer:
     """Process ground truth: 0 if any step is illegal, else 1. Needs no reference answer."""
 
     task: Task
-    uses_verifier = False
+    uses_verifier: ClassVar[bool] = False
 
     def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
         return Scores([float(legal(self.task, p, path)) for p, path in zip(problems, paths, strict=True)])
@@ -27,13 +29,14 @@ class CheckerScorer:
         return 0
 
 
+@register_scorer("verifier")
 @dataclass
 class VerifierScorer:
     """The step checker, plus the verifier on complete solutions; a legal partial solution scores `partial`."""
 
     task: Task
     partial: float = 0.5
-    uses_verifier = True
+    uses_verifier: ClassVar[bool] = True
 
     def value(self, problem: Problem, path: list[str]) -> float:
         if not legal(self.task, problem, path):

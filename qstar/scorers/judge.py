@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
-from qstar.policy.base import BackendError, Policy
-from qstar.scorers.base import Scores
+from qstar.config import option
+from qstar.errors import BackendError
+from qstar.policy.base import Policy
+from qstar.scorers.base import register_scorer
 from qstar.tasks.base import Task
-from qstar.types import Prefix, Problem
+from qstar.types import Prefix, Problem, Scores
 
 VERDICTS = {"sure": 1.0, "likely": 0.5, "impossible": 0.0}
 VERDICT = re.compile(r"\b(sure|likely|impossible)\b", re.IGNORECASE)
@@ -28,6 +31,7 @@ def verdict(text: str) -> float | None:
     return VERDICTS[m[1].lower()] if m else None
 
 
+@register_scorer("judge")
 @dataclass
 class JudgeScorer:
     """Asks `policy` for `samples` judgements of each path and averages their values (sure 1, likely 0.5,
@@ -36,9 +40,15 @@ class JudgeScorer:
 
     task: Task
     policy: Policy
-    samples: int = 1
-    temperature: float = 0.0
-    uses_verifier = False
+    samples: int = option(1, "judgements averaged per path")
+    temperature: float | None = option(
+        None, "sampling temperature of the judgements (default: 0 for one, 0.7 for more)"
+    )
+    uses_verifier: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.temperature is None:
+            self.temperature = 0.7 if self.samples > 1 else 0.0
 
     def prompt(self, problem: Problem, path: list[str]) -> Prefix:
         steps = "\n".join(path) if path else "(no steps yet)"

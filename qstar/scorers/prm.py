@@ -8,58 +8,59 @@ step's reward, and a path's value aggregates them: `min` (the weakest step), `la
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
+from typing import ClassVar
 
-import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-
-from qstar.scorers.base import Scores
-from qstar.tasks.base import QstarError, Task
-from qstar.train.value import step_probabilities
-from qstar.types import Problem
+from qstar.checkpoints import resolve
+from qstar.config import option
+from qstar.errors import QstarError
+from qstar.scorers.base import register_scorer
+from qstar.tasks.base import Task
+from qstar.types import Problem, Scores
 
 AGGREGATES = {"min": min, "last": lambda rewards: rewards[-1], "prod": math.prod}
 
 
+@register_scorer("prm")
+@dataclass
 class PRMScorer:
     """Step rewards from a token-classification PRM, aggregated over the path. Needs no reference answer."""
 
-    uses_verifier = False
+    task: Task
+    path: str = option("tiny-value", "the PRM: a checkpoint name or a folder")
+    aggregate: str = option("min", "step rewards to a path value: min, last or prod")
+    step_tag: str | None = option(None, "what follows each step (default: the task's separator; Math-Shepherd ' ки')")
+    positive_label: int = option(1, "the class whose probability is the reward")
+    batch_size: int = option(32, "paths per forward pass")
+    device: str | None = option(None, "cpu or cuda (default: cuda when visible)")
+    uses_verifier: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        task: Task,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        step_tag: str | None = None,
-        aggregate: str = "min",
-        positive_label: int = 1,
-        batch_size: int = 32,
-    ):
-        if aggregate not in AGGREGATES:
-            raise QstarError(f"unknown aggregation {aggregate!r}; choose from {', '.join(AGGREGATES)}")
-        self.task, self.model, self.tokenizer = task, model.eval(), tokenizer
-        self.step_tag = task.separator if step_tag is None else step_tag
-        self.aggregate, self.positive, self.batch_size = AGGREGATES[aggregate], positive_label, batch_size
+    def __post_init__(self) -> None:
+        from transformers import AutoModelForTokenClassification, AutoTokenizer  # loaded with a model, not on import
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, task: Task, **kwargs) -> PRMScorer:
-        if not (Path(path) / "config.json").is_file():
-            raise QstarError(f"no PRM checkpoint at {path} (expected a folder with config.json)")
-        model = AutoModelForTokenClassification.from_pretrained(path)
-        if torch.cuda.is_available():
-            model = model.to("cuda")
-        return cls(task, model, AutoTokenizer.from_pretrained(path), **kwargs)
+        from qstar.models import best_device
+
+        if self.aggregate not in AGGREGATES:
+            raise QstarError(f"unknown aggregation {self.aggregate!r}; choose from {', '.join(AGGREGATES)}")
+        folder = resolve(self.path)
+        if not (folder / "config.json").is_file():
+            raise QstarError(f"no PRM checkpoint at {folder} (expected a folder with config.json)")
+        model = AutoModelForTokenClassification.from_pretrained(folder)
+        self.model = model.to(self.device or best_device()).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tag = self.task.separator if self.step_tag is None else self.step_tag
 
     def step_rewards(self, problems: list[Problem], paths: list[list[str]]) -> list[list[float]]:
         """The positive-class probability at each step's tag (at the prompt's end for an empty path)."""
+        from qstar.models import step_probabilities
+
         prompts = [self.task.render(p, []) for p in problems]
         return step_probabilities(
-            self.model, self.tokenizer, prompts, paths, self.step_tag, self.positive, self.batch_size
+            self.model, self.tokenizer, prompts, paths, self.tag, self.positive_label, self.batch_size
         )
 
     def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
-        values = [self.aggregate(r) for r in self.step_rewards(problems, paths)]
+        values = [AGGREGATES[self.aggregate](r) for r in self.step_rewards(problems, paths)]
         return Scores(values, calls=[1] * len(paths))
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:

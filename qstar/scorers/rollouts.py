@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from qstar.config import option
+from qstar.errors import BackendError
 from qstar.policy.base import Policy
-from qstar.scorers.base import Scores
+from qstar.scorers.base import register_scorer
 from qstar.scorers.ground_truth import VerifierScorer
 from qstar.tasks.base import Task
-from qstar.types import Problem
+from qstar.types import Problem, Scores
 
 
+@register_scorer("rollouts")
 @dataclass
 class RolloutScorer:
     """Complete each legal partial path `k` times with the policy; its value is the share that verify.
 
     Illegal paths score 0 and complete ones their verdict, without rollouts. All rollouts of a batch
-    advance together, one batched policy call per step; their tokens are charged to the paths scored.
+    advance together, one batched policy call per step; their tokens are charged to the paths scored. A path
+    whose rollout the backend fails for good is reported in a `BackendError`; the other paths keep their values.
     """
 
     task: Task
     policy: Policy
-    k: int = 4
-    temperature: float = 1.0
-    uses_verifier = True
+    k: int = option(4, "completions per path")
+    temperature: float = option(1.0, "sampling temperature of the completions")
+    uses_verifier: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.ground = VerifierScorer(self.task)  # illegal and complete paths need no rollouts
@@ -32,13 +37,22 @@ class RolloutScorer:
         ground = self.ground
         values = [ground.value(p, path) for p, path in zip(problems, paths, strict=True)]
         tokens, calls, wins = [0] * len(paths), [0] * len(paths), [0] * len(paths)
+        failed: dict[int, str] = {}
         pending = [i for i, (p, path) in enumerate(zip(problems, paths, strict=True)) if values[i] == ground.partial]
         states = [(i, paths[i]) for i in pending for _ in range(self.k)]
         while states:
             prefixes = [self.task.render(problems[i], path) for i, path in states]
-            proposals = self.policy.propose(prefixes, n=1, temperature=self.temperature)
+            try:
+                proposals = self.policy.propose(prefixes, n=1, temperature=self.temperature)
+            except BackendError as error:
+                proposals = error.results
+                for j, reason in error.failed.items():
+                    failed.setdefault(states[j][0], reason)
             nxt = []
-            for (i, path), (step,) in zip(states, proposals, strict=True):
+            for (i, path), steps in zip(states, proposals, strict=True):
+                if i in failed:
+                    continue  # this path's value is unknown: its other rollouts stop too
+                (step,) = steps
                 tokens[i] += step.tokens
                 calls[i] += 1
                 after = [*path, step.text]
@@ -51,7 +65,10 @@ class RolloutScorer:
             states = nxt
         for i in pending:
             values[i] = wins[i] / self.k
-        return Scores(values, tokens, calls)
+        scores = Scores(values, tokens, calls)
+        if failed:
+            raise BackendError(failed, scores)  # type: ignore[arg-type]
+        return scores
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:
         """Rollouts run only from legal partial paths: up to `k` completions of the remaining steps."""

@@ -2,41 +2,47 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-from qstar.scorers.base import Scores
+from qstar.checkpoints import resolve
+from qstar.config import option
+from qstar.errors import QstarError
+from qstar.scorers.base import register_scorer
 from qstar.scorers.ground_truth import VerifierScorer
 from qstar.tasks.base import Task
-from qstar.train.value import step_probabilities, value_model_from
-from qstar.types import Problem
+from qstar.types import Problem, Scores
 
 
+@register_scorer("value")
+@dataclass
 class ValueScorer:
-    """The model's value of each path's last step; with `ground_truth`, an illegal step scores 0 and a complete
-    solution its verdict (allowed in evaluation only where the verifier needs no reference answer)."""
+    """The value model's reading at each path's last step; with `ground_truth`, an illegal step scores 0 and a
+    complete solution its verdict (allowed in evaluation only where the verifier needs no reference answer)."""
 
-    def __init__(
-        self,
-        task: Task,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        ground_truth: bool = True,
-        batch_size: int = 256,
-    ):
-        self.task, self.model, self.tokenizer = task, model.eval(), tokenizer
-        self.ground = VerifierScorer(task) if ground_truth else None
-        self.uses_verifier = ground_truth
-        self.batch_size = batch_size
+    task: Task
+    path: str = option("tiny-value", "the value model: `tiny-value` (shipped) or a folder")
+    ground_truth: bool = option(True, "the verifier decides illegal and complete paths")
+    batch_size: int = option(256, "paths per forward pass")
+    device: str | None = option(None, "cpu or cuda (default: cuda when visible)")
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, task: Task, device: str | None = None, **kwargs) -> ValueScorer:
-        model, tokenizer = value_model_from(path)
-        return cls(task, model.to(device) if device is not None else model, tokenizer, **kwargs)
+    def __post_init__(self) -> None:
+        from qstar.models import best_device, value_model_from  # torch loads when a model does, not on import
+
+        folder = resolve(self.path)
+        if not (folder / "config.json").is_file():
+            raise QstarError(f"no value model at {folder} (expected a folder with config.json)")
+        model, self.tokenizer = value_model_from(folder)
+        self.model = model.to(self.device or best_device()).eval()
+        self.ground = VerifierScorer(self.task) if self.ground_truth else None
+
+    @property
+    def uses_verifier(self) -> bool:
+        return self.ground_truth
 
     def values(self, problems: list[Problem], paths: list[list[str]]) -> list[float]:
         """The model's own values, no ground truth: its reading at each path's last step."""
+        from qstar.models import step_probabilities
+
         prompts = [self.task.render(p, []) for p in problems]
         readings = step_probabilities(
             self.model, self.tokenizer, prompts, paths, self.task.separator, 1, self.batch_size

@@ -7,8 +7,10 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from qstar.search.base import Context, SearchRun, best, register
-from qstar.search.beam import grow
+from qstar.config import option
+from qstar.errors import QstarError
+from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.steps import best, grow
 from qstar.types import Node, Problem, Tree
 
 AGGREGATIONS = ("min", "last", "prod", "logprob")
@@ -30,7 +32,7 @@ def g(node: Node, aggregation: str) -> float:
     return math.prod(scores)
 
 
-@register("astar")
+@register_search("astar")
 @dataclass
 class AStar:
     """Pop the best open node by f = g + λ·h (h: the scorer's value of the node), expand `k` children.
@@ -39,15 +41,15 @@ class AStar:
     wrong final answer) never enter the open list.
     """
 
-    k: int = 4
-    lam: float = 1.0
-    aggregation: str = "min"
-    temperature: float = 1.0
-    max_expansions: int = 64
+    k: int = option(4, "proposals under each expanded node")
+    lam: float = option(1.0, "weight λ of the heuristic h (the scorer's value) in f = g + λ·h")
+    aggregation: str = option("min", "g of a path from its steps: min, last, prod (of scores) or logprob")
+    temperature: float = option(1.0, "sampling temperature of the proposals")
+    max_expansions: int = option(64, "most nodes expanded")
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {self.aggregation!r}")
+            raise QstarError(f"aggregation must be one of {AGGREGATIONS}, not {self.aggregation!r}")
 
     def f(self, node: Node) -> float:
         return g(node, self.aggregation) + self.lam * (node.score or 0.0)

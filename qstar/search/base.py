@@ -1,21 +1,19 @@
-"""What every search shares: the requests it yields, the registry, and the steps that grow a tree.
+"""What every search shares: the requests it yields, what it knows besides its problem, and the registry.
 
 A search is a generator: it yields `Propose` and `Score` requests and receives the policy's steps or the
 scorer's values, so one driver (`qstar.search.runner`) keeps many problems in flight and batches their
-model calls together. Every request is paid for from the tree's budget before it is made, at its worst
-case, so a search never spends more generated tokens than it was given.
+model calls together. The steps that grow a tree within its budget are in `qstar.search.steps`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qstar.scorers.base import Scores
-from qstar.tasks.base import QstarError, Task
-from qstar.types import Node, Problem, Step, Tree
+from qstar.registry import Registry
+from qstar.tasks.base import Task
+from qstar.types import Problem, Tree
 
 
 @dataclass
@@ -53,118 +51,10 @@ class Search(Protocol):
     def run(self, problem: Problem, ctx: Context) -> SearchRun: ...
 
 
-SEARCHES: dict[str, Callable[..., Search]] = {}
+SEARCHES: Registry[Search] = Registry("search", "qstar.searches")
+register_search = SEARCHES.register
 
 
-def register(name: str, **defaults: Any):
-    """Register a search class (or a preset of it, with `defaults`) under `name`."""
-
-    def wrap(cls):
-        SEARCHES[name] = lambda **kw: cls(**{**defaults, **kw})
-        return cls
-
-    return wrap
-
-
-def get_search(name: str, **kwargs: Any) -> Search:
-    if name not in SEARCHES:
-        raise QstarError(f"unknown search {name!r}; choose from {', '.join(sorted(SEARCHES))}")
-    try:
-        return SEARCHES[name](**kwargs)
-    except TypeError as e:  # a field the dataclass does not have
-        raise QstarError(f"search {name!r}: {e}") from None
-
-
-def affordable(tree: Tree, ctx: Context, tokens: int) -> bool:
-    return ctx.budget is None or tree.tokens + tokens <= ctx.budget
-
-
-def extend(task: Task, problem: Problem, node: Node, step: Step) -> Node:
-    """Add `step` under `node`, judged by the task: legal, terminal, and the verifier's reward when terminal.
-
-    The reward is ground truth for evaluation and training data; searches choose by scorer values only.
-    """
-    before = node.texts()
-    legal = task.check_step(problem, before, step.text).ok
-    after = [*before, step.text]
-    terminal = not legal or task.is_complete(problem, after)
-    child = node.add_child(step, prior=float(step.logprob), legal=legal, terminal=terminal)
-    if terminal:
-        child.reward = 1.0 if legal and task.verify(problem, after) else 0.0
-    return child
-
-
-def expand(tree: Tree, ctx: Context, nodes: list[Node], n: int = 1, temperature: float = 0.0):
-    """Propose `n` steps under each node; returns, per node, the child each proposal leads to.
-
-    A step text already under the node leads to the existing child, so repeats can be counted (votes) or
-    dropped (`unique`). Yields one `Propose`; use with `yield from`. Callers check `affordable` first.
-    """
-    if not nodes:
-        return []
-    proposals = yield Propose([ctx.task.render(tree.problem, node.texts()) for node in nodes], n, temperature)
-    tree.tokens += sum(step.tokens for steps in proposals for step in steps)
-    tree.calls += len(proposals)
-    children = []
-    for node, steps in zip(nodes, proposals, strict=True):
-        seen = {c.step.text: c for c in node.children}
-        for step in steps:
-            if step.text not in seen:
-                seen[step.text] = extend(ctx.task, tree.problem, node, step)
-        children.append([seen[step.text] for step in steps])
-    return children
-
-
-def unique(nodes: list[Node]) -> list[Node]:
-    return list(dict.fromkeys(nodes))
-
-
-def propose_cost(ctx: Context, nodes: list[Node], n: int = 1) -> int:
-    return len(nodes) * n * ctx.step_tokens
-
-
-def evaluate(tree: Tree, ctx: Context, nodes: list[Node]):
-    """Score the nodes' paths, store each value as `node.score`, return the values. Yields one `Score`."""
-    if not nodes:
-        return []
-    scores: Scores = yield Score([node.texts() for node in nodes])
-    tree.tokens += sum(scores.tokens)
-    tree.calls += sum(scores.calls)
-    for node, value in zip(nodes, scores.values, strict=True):
-        node.score = value
-    return scores.values
-
-
-def score_cost(tree: Tree, ctx: Context, nodes: list[Node]) -> int:
-    return sum(ctx.score_tokens(tree.problem, node.texts()) for node in nodes)
-
-
-def affordable_prefix(tree: Tree, ctx: Context, nodes: list[Node]) -> list[Node]:
-    """The longest run of `nodes` (most likely first) whose scoring the remaining budget can pay for."""
-    ranked = sorted(nodes, key=lambda n: -n.step.logprob)
-    if ctx.budget is None:
-        return ranked
-    room, chosen = ctx.budget - tree.tokens, []
-    for node in ranked:
-        room -= ctx.score_tokens(tree.problem, node.texts())
-        if room < 0:
-            break
-        chosen.append(node)
-    return chosen
-
-
-def softmax_priors(children: list[Node]) -> None:
-    """Turn the children's step log-probabilities into a distribution (PUCT priors)."""
-    if not children:
-        return
-    top = max(c.step.logprob for c in children)
-    weights = [math.exp(c.step.logprob - top) for c in children]
-    total = sum(weights)
-    for child, w in zip(children, weights, strict=True):
-        child.prior = w / total
-
-
-def best(nodes: list[Node]) -> Node | None:
-    """The highest-scored node, ties to the more likely path; never the root."""
-    steps = [n for n in nodes if n.step is not None]
-    return max(steps, key=lambda n: (n.score if n.score is not None else -1.0, n.step.logprob), default=None)
+def get_search(name: str, **options: Any) -> Search:
+    """The search registered as `name` with `options` (its hyper-parameters); unknown ones are a one-line error."""
+    return SEARCHES.build(name, **options)

@@ -4,41 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.search.base import (
-    Context,
-    SearchRun,
-    affordable,
-    affordable_prefix,
-    best,
-    evaluate,
-    expand,
-    propose_cost,
-    register,
-    unique,
-)
-from qstar.types import Node, Problem, Tree
+from qstar.config import option
+from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.steps import best, grow, unique
+from qstar.types import Problem, Tree
 
 
-def grow(tree: Tree, ctx: Context, frontier: list[Node], k: int, temperature: float):
-    """Expand every frontier node with `k` proposals and score the new children, the most likely first as far
-    as the budget goes (the rest keep no score); None when the proposals themselves are unaffordable."""
-    if not affordable(tree, ctx, propose_cost(ctx, frontier, k)):
-        return None
-    children = [unique(c) for c in (yield from expand(tree, ctx, frontier, k, temperature))]
-    fresh = [c for cs in children for c in cs if c.score is None]
-    yield from evaluate(tree, ctx, affordable_prefix(tree, ctx, fresh))
-    return children
-
-
-@register("beam")
+@register_search("beam")
 @dataclass
 class Beam:
     """Tree-of-Thoughts BFS: propose `k` steps under each of the `width` best partial solutions, keep the best."""
 
-    width: int = 5
-    k: int = 5
-    temperature: float = 1.0
-    max_steps: int = 16
+    width: int = option(5, "partial solutions kept at each depth")
+    k: int = option(5, "proposals under each kept partial solution")
+    temperature: float = option(1.0, "sampling temperature of the proposals")
+    max_steps: int = option(16, "most steps deep")
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)
@@ -57,15 +37,15 @@ class Beam:
         return tree
 
 
-@register("dvts")
+@register_search("dvts")
 @dataclass
 class DVTS:
     """Diverse verifier tree search: `subtrees` independent greedy beams (width 1, `k` proposals a step)."""
 
-    subtrees: int = 4
-    k: int = 4
-    temperature: float = 1.0
-    max_steps: int = 16
+    subtrees: int = option(4, "independent beams, one from each of the best first steps")
+    k: int = option(4, "proposals at each step of a beam")
+    temperature: float = option(1.0, "sampling temperature of the proposals")
+    max_steps: int = option(16, "most steps deep")
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.search.base import Context, SearchRun, best, register
-from qstar.search.beam import grow
+from qstar.config import option
+from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.steps import best, grow
 from qstar.types import Node, Problem, Tree
 
 
-@register("dfs-wide", root_k=16, k=1, threshold=0.02, widen=True)
-@register("dfs")
+@register_search("dfs-wide", root_k=16, k=1, threshold=0.02, widen=True)
+@register_search("dfs")
 @dataclass
 class DFS:
     """Expand `k` steps (`root_k` at the root), visit children by value, skip those under `threshold`; stop at
     an accepted solution."""
 
-    k: int = 5
-    root_k: int | None = None  # proposals for the first step (None: k); a wide root pays where the first step decides
-    threshold: float = 0.3  # children valued below this are pruned
-    accept: float = 1.0  # a terminal step valued at least this ends the search
-    temperature: float = 1.0
-    max_expansions: int = 64
-    widen: bool = False  # once the first steps are explored, propose more of them (while new ones come)
+    k: int = option(5, "proposals under each expanded node")
+    root_k: int | None = option(None, "proposals for the first step (default: k); a wide root pays where it decides")
+    threshold: float = option(0.3, "children valued below this are pruned")
+    accept: float = option(1.0, "a terminal step valued at least this ends the search (above 1: explore on)")
+    temperature: float = option(1.0, "sampling temperature of the proposals")
+    max_expansions: int = option(64, "most nodes expanded")
+    widen: bool = option(False, "once the first steps are explored, propose more of them (while new ones come)")
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)
@@ -34,9 +35,9 @@ class DFS:
                 break
             node = stack.pop()
             k = self.k
-            if node is tree.root:
+            if node is tree.root:  # the first steps (and, widening, more of them): as many as the budget affords
                 k = self.root_k if self.root_k is not None else self.k
-                if node.children and ctx.budget is not None:  # widening: as many as the budget affords
+                if ctx.budget is not None:
                     k = min(k, (ctx.budget - tree.tokens) // ctx.step_tokens)
                     if k < 1:
                         break

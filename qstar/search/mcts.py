@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from qstar.search.base import (
-    Context,
-    SearchRun,
+from qstar.config import option
+from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.steps import (
     affordable,
     affordable_prefix,
     best,
-    evaluate,
     expand,
     propose_cost,
-    register,
+    score_nodes,
     softmax_priors,
     unique,
 )
@@ -27,17 +26,17 @@ def puct(parent: Node, child: Node, c: float) -> float:
     return q + c * child.prior * math.sqrt(parent.visits) / (1 + child.visits)
 
 
-@register("mcts")
+@register_search("mcts")
 @dataclass
 class MCTS:
     """Each simulation walks down by PUCT to a leaf, expands it with `k` proposals (a fixed number of children),
     scores them, and backs the leaf's value up the path. Terminal leaves back up their scored value."""
 
-    simulations: int = 64
-    k: int = 4
-    c_puct: float = 1.0
-    temperature: float = 1.0
-    stop_on_solution: bool = True  # end once a terminal path scores 1 (the verifier accepted it)
+    simulations: int = option(64, "walks from the root, each expanding one leaf")
+    k: int = option(4, "proposals under each expanded leaf (its children, fixed)")
+    c_puct: float = option(1.0, "weight of the prior-guided exploration bonus in PUCT")
+    temperature: float = option(1.0, "sampling temperature of the proposals")
+    stop_on_solution: bool = option(True, "end once a terminal path scores 1 (the verifier accepted it)")
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)
@@ -54,7 +53,7 @@ class MCTS:
                 (children,) = yield from expand(tree, ctx, [leaf], self.k, self.temperature)
                 children = unique(children)
                 softmax_priors(children)
-                yield from evaluate(tree, ctx, affordable_prefix(tree, ctx, children))
+                yield from score_nodes(tree, ctx, affordable_prefix(tree, ctx, children))
             value = leaf.score or 0.0
             for node in path:
                 node.visits += 1

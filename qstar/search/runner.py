@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from qstar.policy.base import BackendError, Policy
+from qstar.errors import BackendError
+from qstar.policy.base import Policy
 from qstar.scorers.base import Scorer
 from qstar.search.base import Context, Propose, Score, Search, SearchRun
 from qstar.tasks.base import Task

@@ -6,7 +6,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
-from qstar.search.base import Context, SearchRun, affordable, affordable_prefix, best, evaluate, expand, register
+from qstar.config import option
+from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.steps import affordable, affordable_prefix, best, expand, score_nodes
 from qstar.types import Node, Problem, Tree
 
 
@@ -41,9 +43,9 @@ def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float
 class Trajectories:
     """Shared fields of the whole-trajectory searches: `n` trajectories, or all the budget allows when None."""
 
-    n: int | None = None
-    temperature: float = 1.0
-    max_steps: int = 16
+    n: int | None = option(None, "trajectories (default: as many as the budget affords)")
+    temperature: float = option(1.0, "sampling temperature")
+    max_steps: int = option(16, "most steps in a trajectory")
     unbudgeted_n: ClassVar[int] = 8  # how many when neither `n` nor a budget is given
 
     def sample(self, problem: Problem, ctx: Context):
@@ -54,8 +56,8 @@ class Trajectories:
         return tree, leaves
 
 
-@register("greedy", temperature=0.0, n=1)
-@register("sample", temperature=1.0)
+@register_search("greedy", temperature=0.0, n=1)
+@register_search("sample", temperature=1.0)
 @dataclass
 class Sample(Trajectories):
     """Solved if any of the trajectories is right: pass@n. The answer is a verified trajectory if there is one,
@@ -69,7 +71,7 @@ class Sample(Trajectories):
         return tree
 
 
-@register("self-consistency")
+@register_search("self-consistency")
 @dataclass
 class SelfConsistency(Trajectories):
     """Majority vote over the final answers of the sampled trajectories (Wang et al., 2022); no scorer."""
@@ -87,7 +89,7 @@ class SelfConsistency(Trajectories):
         return tree
 
 
-@register("best-of-n")
+@register_search("best-of-n")
 @dataclass
 class BestOfN(Trajectories):
     """Sampled trajectories; the answer is the complete one the scorer values most."""
@@ -95,6 +97,6 @@ class BestOfN(Trajectories):
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree, leaves = yield from self.sample(problem, ctx)
         finished = [leaf for leaf in dict.fromkeys(leaves) if leaf.terminal and leaf.legal]
-        yield from evaluate(tree, ctx, affordable_prefix(tree, ctx, finished))
+        yield from score_nodes(tree, ctx, affordable_prefix(tree, ctx, finished))
         tree.answer = best(finished) or (leaves[-1] if leaves else None)
         return tree

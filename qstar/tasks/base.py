@@ -1,15 +1,19 @@
-"""The Task protocol: what a search needs to know about a domain, and nothing about models."""
+"""The Task protocol: what a search needs to know about a domain, and nothing about models.
+
+A task owns everything particular to its domain: its problems and splits (and which split evaluates), how
+a problem is told apart from another (the leak guard), how a problem is read from free text or command-line
+options, the step format, the step checker and the verifier. `BaseTask` gives the defaults a small task needs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
-from qstar.types import Problem
-
-
-class QstarError(ValueError):
-    """Bad input from the user (a malformed problem, an unknown name): reported as one line, exit code 2."""
+from qstar.errors import QstarError
+from qstar.registry import Registry
+from qstar.types import Prefix, Problem
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,26 @@ class Task(Protocol):
     name: str
     separator: str  # ends every step; the policy stops generating at it
     verifier_needs_reference: bool  # True: the verifier reads the reference answer, so it may not guide eval
+    eval_split: str  # the split `qstar improve` evaluates on
+    problem_args: ClassVar[dict[str, dict[str, Any]]]  # `qstar solve` options that describe one problem
 
     def problems(self, split: str, limit: int | None = None) -> list[Problem]: ...
+
+    def evaluation_problems(self) -> list[Problem]:
+        """Every problem an evaluation of this domain uses: training data never holds one (the leak guard)."""
+        ...
+
+    def problem_key(self, problem: Problem) -> Hashable:
+        """What makes two problems the same whatever their ids (countdown: the numbers as a multiset, the target)."""
+        ...
+
+    def parse_problem(self, text: str, answer: str | None = None) -> Problem:
+        """A problem from free text (`qstar solve "4 9 10 13 -> 24"`, a server's message)."""
+        ...
+
+    def problem_from_args(self, args: Mapping[str, Any]) -> Problem:
+        """A problem from `qstar solve`'s options: the free text `problem`, `answer`, and this task's `problem_args`."""
+        ...
 
     def render(self, problem: Problem, steps: list[str]) -> str:
         """The policy's prompt for `problem` with `steps` already taken."""
@@ -60,3 +82,51 @@ class Task(Protocol):
     def final_answer(self, problem: Problem, steps: list[str]) -> str | None:
         """The answer a solution states (for countdown, the full expression), or None."""
         ...
+
+
+TASKS: Registry[Task] = Registry("task", "qstar.tasks")
+register_task = TASKS.register
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """The task registered as `name`, made with `options` (e.g. `problems_file`)."""
+    return TASKS.build(name, **options)
+
+
+class BaseTask:
+    """Defaults for a task written by subclassing: one step per line, a prompt of the question then the steps,
+    problems told apart by their text and answer, free text taken as the question. Override what differs."""
+
+    name: ClassVar[str] = "task"
+    separator: ClassVar[str] = "\n"
+    verifier_needs_reference: ClassVar[bool] = False
+    eval_split: ClassVar[str] = "test"
+    problem_args: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def evaluation_problems(self) -> list[Problem]:
+        return self.problems(self.eval_split)
+
+    def problem_key(self, problem: Problem) -> Hashable:
+        return " ".join(problem.prompt.lower().split()), problem.answer
+
+    def parse_problem(self, text: str, answer: str | None = None) -> Problem:
+        if not text.strip():
+            raise QstarError(f"an empty problem for {self.name}")
+        return Problem("text", text.strip(), answer)
+
+    def problem_from_args(self, args: Mapping[str, Any]) -> Problem:
+        if not args.get("problem"):
+            raise QstarError(f"give the {self.name} problem as text, e.g. qstar solve --task {self.name} '...'")
+        return self.parse_problem(args["problem"], args.get("answer"))
+
+    def render(self, problem: Problem, steps: list[str]) -> Prefix:
+        return Prefix(f"{problem.prompt}\n", "".join(s + self.separator for s in steps))
+
+    def answer_key(self, problem: Problem, steps: list[str]) -> str | None:
+        return self.final_answer(problem, steps)
+
+    def relabel(self, problem: Problem, steps: list[str]) -> Problem | None:
+        return None
+
+    def final_answer(self, problem: Problem, steps: list[str]) -> str | None:
+        return steps[-1] if steps else None

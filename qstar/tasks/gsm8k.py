@@ -10,8 +10,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from qstar.tasks.base import QstarError
-from qstar.tasks.stepwise import StepByStep, read_jsonl
+from qstar.errors import QstarError
+from qstar.io import read_jsonl
+from qstar.tasks.base import register_task
+from qstar.tasks.stepwise import StepByStep
 from qstar.types import Problem
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -53,6 +55,7 @@ def problem_from_row(row: dict[str, Any], pid: str) -> Problem:
     return Problem(pid, row["question"].strip(), reference, {"solution": steps})
 
 
+@register_task("gsm8k")
 @dataclass
 class GSM8K(StepByStep):
     """GSM8K's `train` (7,473) and `test` (1,319) splits, or a JSONL file of question/answer rows."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from qstar.tasks.base import QstarError
+from qstar.errors import QstarError
+from qstar.tasks.base import register_task
 from qstar.tasks.stepwise import StepByStep
 from qstar.types import Problem
 
@@ -38,6 +39,7 @@ def as_latex(answer: str) -> str:
     return answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
 
 
+@register_task("math")
 @dataclass
 class Math(StepByStep):
     """MATH-style answers (numbers, fractions, radicals, intervals, ...): needs `--problems FILE.jsonl` with
@@ -57,6 +59,9 @@ class Math(StepByStep):
         if not isinstance(text, str) or row.get("answer") is None:
             raise QstarError(f"problem {pid}: expected keys 'problem' and 'answer'")
         return Problem(pid, text.strip(), str(row["answer"]).strip())
+
+    def evaluation_problems(self) -> list[Problem]:
+        return []  # no built-in split: the problems are the files a user evaluates on
 
     def examples(self) -> list[tuple[str, list[str]]]:
         return EXAMPLES

@@ -8,36 +8,19 @@ a judge. Subclasses say how to load problems, how to write a reference answer, a
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qstar.tasks.base import QstarError, StepCheck
+from qstar.config import option
+from qstar.errors import QstarError
+from qstar.io import read_jsonl
+from qstar.tasks.base import BaseTask, StepCheck
 from qstar.types import Prefix, Problem
 
 ANSWER = re.compile(r"the (?:final )?answer is[:\s]*(.+?)\s*\.?\s*$", re.IGNORECASE)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (gzipped when it ends in .gz); a bad line is reported by its number."""
-    if not path.is_file():
-        raise QstarError(f"problems file not found: {path}")
-    rows = []
-    with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise QstarError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise QstarError(f"{path}:{lineno}: expected a JSON object")
-            rows.append(row)
-    return rows
 
 
 def stated_answer(step: str) -> str | None:
@@ -47,18 +30,20 @@ def stated_answer(step: str) -> str | None:
 
 
 @dataclass
-class StepByStep:
+class StepByStep(BaseTask):
     """Base of the word-problem tasks; `problems_file` replaces the built-in splits with a JSONL file."""
 
-    problems_file: str | None = None
-    shots: int = 3  # worked examples in the prompt
-    step_limit: int = 12
-    max_step_chars: int = 400
+    problems_file: str | None = option(None, "a JSONL file of problems instead of the built-in splits")
+    shots: int = option(3, "worked examples in the prompt")
+    step_limit: int = option(12, "most steps in a solution")
+    max_step_chars: int = option(400, "a longer step is illegal")
 
-    name: ClassVar[str]
     instruction: ClassVar[str]
-    separator = "\n"
-    verifier_needs_reference = True  # the verifier compares with the reference answer
+    verifier_needs_reference: ClassVar[bool] = True  # the verifier compares with the reference answer
+    problem_args: ClassVar[dict[str, dict[str, Any]]] = {
+        "question": {"help": "word problems: the question to answer"},
+        "answer": {"help": "word problems: the reference answer, to check the result"},
+    }
 
     # ---- what subclasses provide ------------------------------------------------------------------------
 
@@ -90,6 +75,12 @@ class StepByStep:
         else:
             problems = self.load(split)
         return problems[:limit] if limit is not None else problems
+
+    def problem_from_args(self, args: Mapping[str, Any]) -> Problem:
+        text = args.get("question") or args.get("problem")
+        if not text:
+            raise QstarError(f"--question is required for {self.name} (or the question as text)")
+        return self.parse_problem(text, args.get("answer"))
 
     def header(self) -> str:
         shots = [f"Question: {q}\nAnswer:\n" + "".join(s + "\n" for s in steps) for q, steps in self.examples()]
@@ -124,9 +115,6 @@ class StepByStep:
     def answer_key(self, problem: Problem, steps: list[str]) -> str | None:
         answer = self.final_answer(problem, steps)
         return None if answer is None else self.normalize(answer)
-
-    def relabel(self, problem: Problem, steps: list[str]) -> Problem | None:
-        return None  # a word problem cannot be rewritten to fit the answer reached
 
     def final_answer(self, problem: Problem, steps: list[str]) -> str | None:
         return stated_answer(steps[-1]) if steps else None

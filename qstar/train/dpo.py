@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from qstar.train.loop import TrainConfig, encode, fit, pad
-
-
-@dataclass
-class DPOConfig(TrainConfig):
-    """DPO on `prompt`/`chosen`/`rejected` records, against a frozen reference (the model before training)."""
-
-    lr: float = 2e-4
-    beta: float = 0.1  # strength of the implicit KL penalty to the reference
-    sft_weight: float = 0.0  # add this times the chosen completion's NLL (RPO-style), 0 for plain DPO
+from qstar.models import encode, pad
+from qstar.train.config import DPOConfig
+from qstar.train.loop import fit_examples
 
 
 def completion_logprobs(model: PreTrainedModel, rows: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
@@ -67,4 +58,4 @@ def train_dpo(
             loss = loss - cfg.sft_weight * (chosen / counts[: len(batch)]).mean()
         return loss
 
-    return fit(model, examples, loss_fn, cfg, "dpo", quiet)
+    return fit_examples(model, examples, loss_fn, cfg, "dpo", quiet)

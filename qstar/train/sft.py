@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from qstar.train.loop import TrainConfig, encode, fit, pad
-
-
-@dataclass
-class SFTConfig(TrainConfig):
-    """SFT on `prompt`/`completion` records."""
-
-    lr: float = 5e-4
+from qstar.models import encode, pad
+from qstar.train.config import SFTConfig
+from qstar.train.loop import fit_examples
 
 
 def train_sft(
@@ -33,4 +26,4 @@ def train_sft(
             labels[i, :prompt_end] = -100
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
-    return fit(model, examples, loss_fn, cfg, "sft", quiet)
+    return fit_examples(model, examples, loss_fn, cfg, "sft", quiet)

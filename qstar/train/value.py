@@ -7,62 +7,12 @@ Works for the built-in tiny model and any `AutoModelForTokenClassification`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from qstar.train.loop import TrainConfig, encode, fit, pad
-
-
-@dataclass
-class ValueConfig(TrainConfig):
-    """Value-model training on `prompt`/`completions`/`labels` records."""
-
-    lr: float = 1e-3
-    epochs: float = 2.0
-
-
-def value_model_from(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A value model from a checkpoint: a policy (causal LM) gets a fresh two-class head, a value model loads whole."""
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=2)
-    return model, AutoTokenizer.from_pretrained(path)
-
-
-def step_inputs(tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list[str], separator: str):
-    """Token ids of prompt + steps, and the position of each step's last token (where its value is read)."""
-    ids, ends = encode(tokenizer, prompt, *(s + separator for s in steps))
-    return ids, [end - 1 for end in ends[1:]] or [ends[0] - 1]
-
-
-def step_logits(model: PreTrainedModel, rows: list[list[int]], pad_id: int) -> torch.Tensor:
-    ids, mask = pad(rows, pad_id, model.device)
-    return model(input_ids=ids, attention_mask=mask).logits.float()
-
-
-@torch.inference_mode()
-def step_probabilities(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    paths: list[list[str]],
-    tag: str,
-    positive: int = 1,
-    batch_size: int = 32,
-) -> list[list[float]]:
-    """Per path, the model's probability of class `positive` at each step's tag (at the prompt's end for an
-    empty path): the value / PRM model's reading of every step, in batches."""
-    out: list[list[float]] = []
-    pad_id = tokenizer.pad_token_id or 0
-    for i in range(0, len(paths), batch_size):
-        inputs = [
-            step_inputs(tokenizer, q, path, tag)
-            for q, path in zip(prompts[i : i + batch_size], paths[i : i + batch_size], strict=True)
-        ]
-        probs = torch.softmax(step_logits(model, [ids for ids, _ in inputs], pad_id), dim=-1)
-        out += [probs[row, tags, positive].tolist() for row, (_, tags) in enumerate(inputs)]
-    return out
+from qstar.models import step_inputs, step_logits
+from qstar.train.config import ValueConfig
+from qstar.train.loop import fit_examples
 
 
 def train_value(
@@ -89,4 +39,4 @@ def train_value(
         picked = logp[rows, cols]
         return -(target * picked[:, 1] + (1 - target) * picked[:, 0]).mean()
 
-    return fit(model, examples, loss_fn, cfg, "value", quiet)
+    return fit_examples(model, examples, loss_fn, cfg, "value", quiet)

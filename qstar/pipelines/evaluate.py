@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from qstar.errors import QstarError
 from qstar.policy.base import Policy
 from qstar.scorers.base import Scorer
 from qstar.search import Search, run_search
-from qstar.tasks.base import QstarError, Task
+from qstar.tasks.base import Task
 from qstar.types import Problem, Tree
 
 

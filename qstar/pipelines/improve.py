@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from dataclasses import asdict
 from functools import cached_property
@@ -20,39 +19,22 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from qstar.checkpoints import DEFAULT_POLICY, DEFAULT_VALUE, TINY_RULES
-from qstar.evaluate import evaluate
-from qstar.improve_config import ImproveConfig
-from qstar.io import atomic_write, figure, load_trees, save_png, save_trees
-from qstar.policy.tiny import TinyPolicy
-from qstar.records import LABEL_KINDS, preference_records, sft_records, value_records
-from qstar.scorers import RolloutScorer
-from qstar.scorers.value import ValueScorer
+from qstar.checkpoints import resolve
+from qstar.errors import QstarError
+from qstar.io import atomic_write, figure, load_trees, read_jsonl, save_png, save_trees, write_jsonl
+from qstar.models import best_device, save_checkpoint, value_model_from
+from qstar.pipelines.evaluate import evaluate
+from qstar.pipelines.improve_config import ImproveConfig
+from qstar.policy import Policy, load_policy
+from qstar.records import preference_records, sft_records, value_records
+from qstar.scorers import RolloutScorer, Scorer, get_scorer
 from qstar.search import get_search
-from qstar.tasks import QstarError, get_task
-from qstar.train.dpo import DPOConfig, train_dpo
-from qstar.train.loop import best_device
-from qstar.train.sft import SFTConfig, train_sft
-from qstar.train.value import ValueConfig, train_value, value_model_from
+from qstar.tasks import get_task
+from qstar.train.dpo import train_dpo
+from qstar.train.sft import train_sft
+from qstar.train.value import train_value
 
 console = Console(stderr=True)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def save_checkpoint(model, tokenizer, path: Path) -> None:
-    """Write to a temporary folder, then rename: a folder named `path` is always a whole checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(path)
 
 
 class Improve:
@@ -63,11 +45,6 @@ class Improve:
         self.device = device or best_device()  # CUDA when visible, else the CPU; not a setting of the run
         self.task = get_task(cfg.task)
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
-        start_value = self.value_path(0)
-        if start_value is not None and not start_value.is_dir():
-            raise QstarError(f"--start-value: no value model folder at {start_value}")
-        if cfg.value_labels not in LABEL_KINDS:
-            raise QstarError(f"--value-labels must be {' or '.join(LABEL_KINDS)}, not {cfg.value_labels!r}")
         saved = self.dir / "config.json"
         if saved.exists():
             if not resume:
@@ -76,13 +53,16 @@ class Improve:
                 )
             if json.loads(saved.read_text()) != asdict(cfg):
                 raise QstarError(f"{saved} differs from this command's settings: resume with the same settings")
-        else:
+            return
+        try:
             atomic_write(saved, json.dumps(asdict(cfg), indent=1).encode())
+        except OSError as e:
+            raise QstarError(f"cannot write the run folder {self.dir}: {e.strerror or e}") from None
 
     @cached_property
     def test(self) -> list:
-        """The evaluation problems: game24's test split, countdown's held-out targets."""
-        return self.task.problems(eval_split(self.cfg.task), limit=self.cfg.eval_limit)
+        """The evaluation problems: the task's evaluation split (game24's test games, countdown's held-out targets)."""
+        return self.task.problems(self.task.eval_split, limit=self.cfg.eval_limit)
 
     @cached_property
     def train(self) -> list:
@@ -96,21 +76,16 @@ class Improve:
         if self.extra_task is None or self.cfg.extra_problems <= 0:
             return []
         pool = self.extra_task.problems("train", limit=self.cfg.extra_problems * self.cfg.iterations)
-        return [p for p in pool if problem_key(p) not in self.held_out]
-
-    def evaluation_problems(self) -> list:
-        """Every problem any evaluation of this run (or of its extra task) may use: what training must not see."""
-        out = self.task.problems(eval_split(self.cfg.task))
-        if self.extra_task is not None:
-            out += self.extra_task.problems(eval_split(self.cfg.extra_task))
-        if self.cfg.task != "game24":  # a countdown run evaluates on val_target; game24's test games stay unseen too
-            out += get_task("game24").problems("test")
-        return out
+        return [p for p in pool if self.task.problem_key(p) not in self.held_out]
 
     @cached_property
-    def held_out(self) -> set[tuple]:
-        """The keys (`problem_key`) of the evaluation problems, built once: countdown's val_target takes seconds."""
-        return {problem_key(p) for p in self.evaluation_problems()}
+    def held_out(self) -> set:
+        """The keys (`Task.problem_key`) of every problem an evaluation of this run's tasks uses, built once:
+        what training must never see."""
+        problems = self.task.evaluation_problems()
+        if self.extra_task is not None:
+            problems += self.extra_task.evaluation_problems()
+        return {self.task.problem_key(p) for p in problems}
 
     # ---- paths and models ---------------------------------------------------------------------------------
 
@@ -118,27 +93,23 @@ class Improve:
         return self.dir / f"iter-{k}"
 
     def policy_path(self, k: int) -> Path:
-        if k > 0:
-            return self.it(k) / "policy"
-        named = {"tiny-rules": TINY_RULES, "tiny": DEFAULT_POLICY}
-        return named.get(self.cfg.policy) or Path(self.cfg.policy)
+        return self.it(k) / "policy" if k > 0 else resolve(self.cfg.policy)
 
-    def policy(self, k: int) -> TinyPolicy:
-        return TinyPolicy.from_pretrained(self.policy_path(k), device=self.device, seed=self.cfg.seed + k)
+    def policy(self, k: int) -> Policy:
+        return load_policy(str(self.policy_path(k)), device=self.device, seed=self.cfg.seed + k)
 
     def value_path(self, k: int) -> Path | None:
         """Iteration k's value model; before iteration 1 the `start_value` one, if any."""
         if k > 0:
             return self.it(k) / "value"
-        named = {"tiny-value": DEFAULT_VALUE, "": None}
-        return named[self.cfg.start_value] if self.cfg.start_value in named else Path(self.cfg.start_value)
+        return resolve(self.cfg.start_value) if self.cfg.start_value else None
 
-    def scorer(self, k: int, policy: TinyPolicy):
+    def scorer(self, k: int, policy: Policy) -> Scorer:
         """Rollouts until a value model exists (or `start_value`), then the latest one (with the ground truth)."""
         path = self.value_path(k)
         if path is None:
             return RolloutScorer(self.task, policy, k=self.cfg.rollouts)
-        return ValueScorer.from_pretrained(path, self.task, device=self.device)
+        return get_scorer("value", self.task, path=str(path), device=self.device)
 
     # ---- stages -------------------------------------------------------------------------------------------
 
@@ -169,12 +140,12 @@ class Improve:
             return
         trees = load_trees(self.it(k) / "trees.jsonl.gz")
         earlier = [t for j in range(1, k) for t in load_trees(self.it(j) / "trees.jsonl.gz")]
-        leaked = [t.problem.id for t in earlier + trees if problem_key(t.problem) in self.held_out]
+        leaked = [t.problem.id for t in earlier + trees if self.task.problem_key(t.problem) in self.held_out]
         if leaked:  # the searches never get such a problem; records must never hold one either
             raise QstarError(f"evaluation problems among the training trees: {', '.join(leaked[:5])}")
         values = value_records(earlier + trees, self.task, self.cfg.value_labels)
-        if len(values) > self.cfg.value_records:  # one record per path grows fast: train on a seeded sample
-            values = random.Random(self.cfg.seed * 1000 + k).sample(values, self.cfg.value_records)
+        if len(values) > self.cfg.max_value_records:  # one record per path grows fast: train on a seeded sample
+            values = random.Random(self.cfg.seed * 1000 + k).sample(values, self.cfg.max_value_records)
         write_jsonl(self.it(k) / "value.jsonl", values)
         write_jsonl(self.it(k) / "preferences.jsonl", preference_records(trees, self.task, self.cfg.preference_margin))
         cfg = self.cfg
@@ -187,22 +158,22 @@ class Improve:
         out = self.it(k) / "policy"
         if out.exists():
             return
-        sft_out = self.it(k) / "policy-sft" if self.cfg.dpo else out
+        sft_out = self.it(k) / "policy-sft" if self.cfg.step_dpo else out
         if not sft_out.exists():
             previous = self.policy_path(k - 1)
             model = AutoModelForCausalLM.from_pretrained(previous).to(self.device)
             tokenizer = AutoTokenizer.from_pretrained(previous)
-            history = train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), SFTConfig(**self.cfg.sft))
+            history = train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), self.cfg.sft)
             atomic_write(self.it(k) / "sft_history.json", json.dumps(history).encode())
             save_checkpoint(model, tokenizer, sft_out)
-        if not self.cfg.dpo:
+        if not self.cfg.step_dpo:
             return
         model = AutoModelForCausalLM.from_pretrained(sft_out).to(self.device)
         tokenizer = AutoTokenizer.from_pretrained(sft_out)
         pairs = read_jsonl(self.it(k) / "preferences.jsonl")
         if pairs:
             reference = AutoModelForCausalLM.from_pretrained(sft_out).to(self.device)  # DPO's reference
-            history = train_dpo(model, reference, tokenizer, pairs, DPOConfig(**self.cfg.dpo_train))
+            history = train_dpo(model, reference, tokenizer, pairs, self.cfg.dpo)
             atomic_write(self.it(k) / "dpo_history.json", json.dumps(history).encode())
         save_checkpoint(model, tokenizer, out)
 
@@ -213,12 +184,12 @@ class Improve:
         start = self.value_path(k - 1) or self.it(k) / "policy"
         model, tokenizer = value_model_from(start)
         model = model.to(self.device)
-        history = train_value(model, tokenizer, read_jsonl(self.it(k) / "value.jsonl"), ValueConfig(**self.cfg.value))
+        history = train_value(model, tokenizer, read_jsonl(self.it(k) / "value.jsonl"), self.cfg.value)
         atomic_write(self.it(k) / "value_history.json", json.dumps(history).encode())
         save_checkpoint(model, tokenizer, out)
 
-    def evaluate(self, k: int) -> dict:
-        """Greedy and search accuracy on the test split with iteration k's models."""
+    def evaluate_models(self, k: int) -> dict:
+        """Greedy and search accuracy on the evaluation split with iteration k's models."""
         out = self.it(k) / "eval.json"
         if out.exists():
             return json.loads(out.read_text())
@@ -248,7 +219,7 @@ class Improve:
     # ---- the loop -----------------------------------------------------------------------------------------
 
     def run(self) -> list[dict]:
-        rows = [self.evaluate(0)]
+        rows = [self.evaluate_models(0)]
         self.report(rows)
         for k in range(1, self.cfg.iterations + 1):
             (self.it(k)).mkdir(parents=True, exist_ok=True)
@@ -256,28 +227,15 @@ class Improve:
                 start = time.time()
                 stage(k)
                 console.print(f"  iteration {k}: {stage.__name__} {time.time() - start:.0f} s", style="dim")
-            rows.append(self.evaluate(k))
+            rows.append(self.evaluate_models(k))
             self.report(rows)
         return rows
 
     def report(self, rows: list[dict]) -> None:
         """Rewrite metrics.jsonl from the finished evaluations (never appended twice) and redraw the plots."""
         write_jsonl(self.dir / "metrics.jsonl", rows)
-        plot(rows, self.dir)
+        plot(rows, self.dir, self.cfg.eval_budget)
         console.print(table(rows))
-
-
-def eval_split(task: str) -> str:
-    """The split a run of `task` evaluates on: game24's test games, countdown's held-out targets."""
-    return "test" if task == "game24" else "val_target"
-
-
-def problem_key(problem) -> tuple:
-    """What makes two problems the same game whatever their ids and number order: numbers as a multiset, target."""
-    meta = problem.meta
-    if "numbers" in meta:
-        return tuple(sorted(meta["numbers"])), meta.get("target")
-    return (problem.prompt,), problem.answer
 
 
 def table(rows: list[dict]) -> Table:
@@ -296,7 +254,7 @@ def table(rows: list[dict]) -> Table:
     return t
 
 
-def plot(rows: list[dict], out: Path) -> None:
+def plot(rows: list[dict], out: Path, budget: int) -> None:
     its = [r["iteration"] for r in rows]
     fig, (a, b) = figure(ncols=2, figsize=(11, 4))
     a.plot(its, [r["greedy_accuracy"] for r in rows], marker="o", label="greedy")
@@ -305,8 +263,13 @@ def plot(rows: list[dict], out: Path) -> None:
     a.set_xticks(its)
     for r in rows:
         b.scatter(r["search_tokens_per_problem"], r["search_accuracy"], label=f"iteration {r['iteration']}")
+    most = max([budget, *(r["search_tokens_per_problem"] for r in rows)])
     b.set(
-        xlabel="generated tokens per problem", ylabel="search accuracy", ylim=(-0.02, 1.02), title="accuracy vs tokens"
+        xlabel="generated tokens per problem",
+        ylabel="search accuracy",
+        xlim=(0, most * 1.05),
+        ylim=(-0.02, 1.02),
+        title=f"accuracy vs tokens (budget {budget})",
     )
     for ax in (a, b):
         ax.grid(alpha=0.3)

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from qstar.evaluate import evaluate
 from qstar.io import atomic_write, figure, save_png
+from qstar.pipelines.evaluate import evaluate
 from qstar.policy.base import Policy
 from qstar.scorers.base import Scorer
 from qstar.search import get_search
@@ -23,20 +23,21 @@ def compare(
     problems: list[Problem],
     policy: Policy,
     scorer: Scorer,
-    searches: list[str],
+    searches: list[tuple[str, dict]],
     budgets: list[int],
     seeds: int,
     batch_size: int = 64,
 ) -> list[dict]:
-    """One row per (search, budget): accuracy mean and spread over seeds, and the compute actually spent."""
+    """One row per (search, budget): accuracy mean and spread over seeds, and the compute actually spent.
+    `searches` are (name, hyper-parameters) pairs."""
     rows = []
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("compare", total=len(searches) * len(budgets))
-        for name in searches:
-            search = get_search(name)
+        for name, options in searches:
+            search = get_search(name, **options)
             for budget in budgets:
                 result, _ = evaluate(task, problems, policy, search, scorer, budget, seeds, batch_size, False)
-                rows.append({"search": name, "budget": budget, **result.to_dict()})
+                rows.append({"search": name, "search_args": options, "budget": budget, **result.to_dict()})
                 progress.advance(bar)
     return rows
 
@@ -70,11 +71,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tokens(row: dict) -> float:
+    return row["tokens_per_problem"]
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Accuracy against tokens spent per problem, one line per search, the spread over seeds as error bars."""
     fig, ax = figure(figsize=(7, 4.5))
     for name in dict.fromkeys(r["search"] for r in rows):
-        mine = sorted((r for r in rows if r["search"] == name), key=lambda r: r["tokens_per_problem"])
+        # a search that spent nothing at a budget has no place on a log axis (the table still shows it)
+        mine = sorted((r for r in rows if r["search"] == name and r["tokens_per_problem"] > 0), key=tokens)
         ax.errorbar(
             [r["tokens_per_problem"] for r in mine],
             [r["accuracy"] for r in mine],

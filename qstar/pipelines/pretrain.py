@@ -8,28 +8,27 @@ the model learns the rules of the game but not how to win it. Loss is on the ste
 from __future__ import annotations
 
 import json
-import math
 import random
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.console import Console
 
-from qstar.evaluate import summarize
+from qstar.models import encode, pad
+from qstar.pipelines.evaluate import summarize
+from qstar.pipelines.pretrain_config import PretrainConfig
 from qstar.policy.tiny import TinyPolicy, new_tiny_model
 from qstar.search import get_search, run_search
-from qstar.tasks.countdown import Countdown, random_play
-from qstar.train.loop import encode, pad
-from qstar.train.pretrain_config import PretrainConfig
+from qstar.tasks.countdown import Countdown, random_numbers, random_play
+from qstar.train.loop import fit
 from qstar.types import Problem
 
 
 def sample_game(rng: random.Random, cfg: PretrainConfig) -> tuple[Problem, list[str]]:
     """A random problem of either preset and one random legal play of it."""
-    task = Countdown("game24" if rng.random() < cfg.game24_share else "countdown")
-    numbers, target = task.random_numbers(rng)
+    preset = "game24" if rng.random() < cfg.game24_share else "countdown"
+    numbers, target = random_numbers(preset, rng)
     problem = Problem(id="", prompt=" ".join(map(str, numbers)), meta={"numbers": numbers, "target": target})
     return problem, random_play(numbers, rng, cfg.bound)
 
@@ -61,43 +60,21 @@ def pretrain(cfg: PretrainConfig) -> dict:
     task = Countdown()
     eval_rng = random.Random(f"eval-{cfg.seed}")
     eval_problems = [sample_game(eval_rng, cfg)[0] for _ in range(cfg.eval_problems)]
+    console = Console(stderr=True)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    def loss_fn(batch) -> torch.Tensor:
+        ids, attention, labels = batch
+        return model(input_ids=ids, attention_mask=attention, labels=labels).loss
 
-    def schedule(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    def evaluate_now(step: int) -> dict:
+        if step % cfg.eval_every and step != cfg.steps:
+            return {}
+        rate = legal_step_rate(TinyPolicy(model, tokenizer), eval_problems, task)
+        console.print(f"step {step}: legal steps {rate:.1%}")
+        return {"legal_step_rate": rate}
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    history: list[dict] = []
-    start = time.time()
-    columns = [
-        TextColumn("pretrain"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
-    ]
-    with Progress(*columns, TimeRemainingColumn()) as progress:
-        bar = progress.add_task("train", total=cfg.steps, loss=float("nan"))
-        for step in range(cfg.steps):
-            model.train()
-            ids, attention, labels = make_batch(tokenizer, rng, cfg, task)
-            loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.update(bar, advance=1, loss=loss.item())
-            record = {"step": step + 1, "loss": loss.item(), "seconds": time.time() - start}
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                policy = TinyPolicy(model, tokenizer)
-                record["legal_step_rate"] = legal_step_rate(policy, eval_problems, task)
-                progress.console.print(
-                    f"step {step + 1}: loss {loss.item():.3f}, legal steps {record['legal_step_rate']:.1%}"
-                )
-            history.append(record)
+    next_batch = lambda: make_batch(tokenizer, rng, cfg, task)  # noqa: E731  (fresh random games every step)
+    history = fit(model, next_batch, cfg.steps, loss_fn, cfg.optimiser(), "pretrain", on_step=evaluate_now)
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

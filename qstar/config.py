@@ -1,0 +1,83 @@
+"""Config dataclasses that describe themselves: every field carries its help text (`option`), and a config is
+built from a plain mapping (a TOML or JSON file, command-line flags) with unknown keys refused by name."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from qstar.errors import QstarError
+
+C = TypeVar("C")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A dataclass field with its help text (what `--help` shows); a mutable default is copied per instance."""
+    if isinstance(default, dict | list) or dataclasses.is_dataclass(default):
+        value = default
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata={"help": help}, **kwargs)
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def help_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("help", "")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved type of each field (annotations may be strings under `from __future__ import annotations`)."""
+    return typing.get_type_hints(cls)
+
+
+def nested(cls: type) -> dict[str, type]:
+    """The fields of `cls` that are configs themselves (e.g. a trainer's config inside `ImproveConfig`)."""
+    types = field_types(cls)
+    return {f.name: types[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(types[f.name])}
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
+    """`cls(**data)`, with nested configs built from nested mappings (laid over the field's default) and any unknown
+    key a one-line error."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise QstarError(f"unknown setting {where + unknown[0]!r}; {cls.__name__} has {', '.join(sorted(names))}")
+    values = dict(data)
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    for name, sub in nested(cls).items():
+        if isinstance(values.get(name), Mapping):  # laid over this config's own default of that field
+            f = defaults[name]
+            base = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            start = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else {}
+            values[name] = from_dict(sub, {**start, **values[name]}, f"{where}{name}.")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise QstarError(f"{cls.__name__}: {e}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's settings: TOML (`.toml`) or JSON (anything else)."""
+    path = Path(path)
+    if not path.is_file():
+        raise QstarError(f"config file not found: {path}")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text())
+        data = json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise QstarError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from None
+    if not isinstance(data, dict):
+        raise QstarError(f"{path}: expected an object of settings")
+    return data
+
+
+def check(condition: bool, message: str) -> None:
+    """Validation in a config's `__post_init__`: a one-line error when `condition` fails."""
+    if not condition:
+        raise QstarError(message)

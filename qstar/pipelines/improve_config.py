@@ -1,0 +1,65 @@
+"""Configuration of `qstar improve` (torch-free, so the command line can describe it cheaply). Every field has its
+help text, which `qstar improve --help` shows; `__post_init__` checks the values before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qstar.checkpoints import resolve
+from qstar.config import check, option
+from qstar.records import LABEL_KINDS
+from qstar.search import get_search
+from qstar.tasks import TASKS
+from qstar.train.config import DPOConfig, SFTConfig, ValueConfig
+
+
+@dataclass
+class ImproveConfig:
+    """One `qstar improve` run: each iteration searches the train split with the current models, keeps the trees,
+    extracts records, trains the policy (SFT, then step-DPO) and the value model, and evaluates on the task's
+    evaluation split."""
+
+    task: str = option("game24", "the task (its train split makes the data, its evaluation split measures)")
+    iterations: int = option(2, "search-train-evaluate rounds")
+    policy: str = option("tiny-rules", "the starting policy: tiny-rules (rules only), tiny (shipped), or a folder")
+    start_value: str = option(
+        "", "value model before iteration 1: '' (Monte-Carlo rollouts), tiny-value, or a value-model folder"
+    )
+    train_problems: int = option(250, "train problems searched per iteration (a fresh seeded sample; more: all)")
+    extra_task: str = option("", "another task whose train split adds problems (e.g. countdown for game24)")
+    extra_problems: int = option(0, "problems of extra_task searched per iteration (never an evaluation problem)")
+    data_search: str = option("sample", "the search that makes training data (the verifier may guide it)")
+    data_search_args: dict = option({}, 'its hyper-parameters as JSON, e.g. {"root_k": 32, "accept": 2}')
+    data_budget: int = option(2000, "generated tokens per train problem")
+    rollouts: int = option(2, "Monte-Carlo rollouts per scored step until a value model exists")
+    hindsight: bool = option(False, "also learn from legal plays relabelled with the target they reached")
+    eval_search: str = option("best-of-n", "the search evaluated beside greedy")
+    eval_search_args: dict = option({}, 'its hyper-parameters as JSON, e.g. {"root_k": 16}')
+    eval_budget: int = option(2000, "generated tokens per evaluation problem")
+    eval_limit: int | None = option(None, "evaluation problems used (default: the whole split)")
+    sft_per_problem: int = option(0, "most distinct verified solutions per problem in the SFT records (0: all)")
+    batch_size: int = option(64, "problems searched at once (their model calls batched together)")
+    value_labels: str = option("mc", "step labels: mc (share of verified completions below) or hard (any verified)")
+    max_value_records: int = option(2000, "most value records per iteration (a seeded sample of all paths so far)")
+    step_dpo: bool = option(True, "step-DPO after SFT (the SFT-only policy is kept as policy-sft/)")
+    preference_margin: float = option(0.3, "least value gap between the chosen and the rejected step of a pair")
+    seed: int = option(0, "seed of the problem samples and of sampling")
+    sft: SFTConfig = option(SFTConfig(epochs=20.0, lr=1e-3), "the SFT trainer's settings")
+    dpo: DPOConfig = option(DPOConfig(epochs=1.0, lr=1e-4, beta=0.1), "the step-DPO trainer's settings")
+    value: ValueConfig = option(ValueConfig(epochs=2.0, lr=1e-3), "the value trainer's settings")
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "train_problems", "data_budget", "eval_budget", "rollouts", "batch_size"):
+            check(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+        check(self.extra_problems >= 0, f"extra_problems must be 0 or more, not {self.extra_problems}")
+        check(self.eval_limit is None or self.eval_limit >= 1, f"eval_limit must be at least 1, not {self.eval_limit}")
+        check(self.value_labels in LABEL_KINDS, f"value_labels must be mc or hard, not {self.value_labels!r}")
+        check(self.max_value_records >= 1, f"max_value_records must be at least 1, not {self.max_value_records}")
+        check(self.sft_per_problem >= 0, f"sft_per_problem must be 0 or more, not {self.sft_per_problem}")
+        TASKS.entry(self.task)  # unknown names and hyper-parameters fail here, before any work
+        if self.extra_task:
+            TASKS.entry(self.extra_task)
+        get_search(self.data_search, **self.data_search_args)
+        get_search(self.eval_search, **self.eval_search_args)
+        start = resolve(self.start_value) if self.start_value else None
+        check(start is None or start.is_dir(), f"start_value: no value model folder at {start}")

@@ -1,0 +1,133 @@
+"""Plug-ins by name: one registry per kind (tasks, policies, scorers, searches), all of the same shape.
+
+A plug-in is a callable (a dataclass, a class or a function) whose keyword arguments are its options; it is
+registered under a name with the kind's decorator, `@register_search("beam")`, optionally as a preset with
+some options fixed, `@register_search("dfs-wide", root_k=16)`. Installed packages add their own through
+entry points (group `qstar.tasks`, `qstar.policies`, `qstar.scorers` or `qstar.searches`: the entry point's
+name is the plug-in's name, its object the plug-in), and a user's file through `load_plugin` (`--plugin`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from qstar.errors import QstarError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered plug-in: what builds it and the options its name fixes."""
+
+    factory: Callable[..., Any]
+    defaults: dict[str, Any]
+
+
+class Registry(Generic[T]):
+    """Names to plug-ins of one kind; `build(name, **options)` makes one, checking the option names first."""
+
+    def __init__(self, kind: str, group: str):
+        self.kind, self.group = kind, group
+        self.entries: dict[str, Entry] = {}
+        self.discovered = False
+
+    def register(self, name: str, **defaults: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: register the decorated class or function under `name` (a preset when `defaults` are given)."""
+
+        def wrap(factory: Callable[..., T]) -> Callable[..., T]:
+            self.entries[name] = Entry(factory, defaults)
+            return factory
+
+        return wrap
+
+    def discover(self) -> None:
+        """Load the plug-ins installed packages declare in this kind's entry-point group (once)."""
+        if self.discovered:
+            return
+        self.discovered = True
+        for ep in entry_points(group=self.group):
+            if ep.name not in self.entries:
+                try:
+                    factory = ep.load()
+                except Exception as e:  # a broken plug-in package must not hide the others
+                    raise QstarError(f"{self.kind} plug-in {ep.name!r} ({ep.value}) failed to load: {e}") from None
+                self.entries.setdefault(ep.name, Entry(factory, {}))
+
+    def names(self) -> list[str]:
+        self.discover()
+        return list(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        self.discover()
+        return name in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def entry(self, name: str) -> Entry:
+        if name not in self:
+            raise QstarError(f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}")
+        return self.entries[name]
+
+    def options(self, name: str) -> dict[str, Any]:
+        """The options `name` takes and their defaults (the preset's where it fixes them); required ones map to
+        `dataclasses.MISSING`."""
+        entry = self.entry(name)
+        return {**option_defaults(entry.factory), **entry.defaults}
+
+    def build(self, name: str, context: dict[str, Any] | None = None, **options: Any) -> T:
+        """Make the plug-in `name` with `options` (an unknown option is a one-line error). `context` holds what the
+        caller has for plug-ins that want it (a scorer's task and policy): each is passed if the factory takes it."""
+        entry = self.entry(name)
+        accepted = option_defaults(entry.factory)
+        unknown = [key for key in options if key not in accepted or key in (context or {})]
+        if unknown:
+            known = ", ".join(k for k in accepted if k not in (context or {})) or "none"
+            raise QstarError(f"{self.kind} {name!r} has no option {unknown[0]!r} (its options: {known})")
+        given = {k: v for k, v in (context or {}).items() if k in accepted}
+        try:
+            return entry.factory(**{**entry.defaults, **options, **given})
+        except TypeError as e:  # a required option left out, or a value of the wrong kind
+            raise QstarError(f"{self.kind} {name!r}: {e}") from None
+
+
+def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword options of a dataclass (its init fields) or of a function or class signature, with defaults."""
+    if dataclasses.is_dataclass(factory):
+        out = {}
+        for f in dataclasses.fields(factory):
+            if f.init:
+                out[f.name] = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        return out
+    params = inspect.signature(factory).parameters.values()
+    return {
+        p.name: dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def load_plugin(path: str | Path) -> None:
+    """Import a user's Python file so that its `register_*` decorators run (the `--plugin FILE.py` option)."""
+    path = Path(path)
+    if not path.is_file():
+        raise QstarError(f"plug-in file not found: {path}")
+    name = f"qstar_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise QstarError(f"{path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise QstarError(f"plug-in {path} failed to load: {type(e).__name__}: {e}") from None

@@ -1,0 +1,119 @@
+"""Countdown problems: the Game-of-24 puzzles that ship in the package, seeded generated splits, files, free text."""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from functools import cache
+from pathlib import Path
+
+from qstar.errors import QstarError
+from qstar.io import numbered_jsonl
+from qstar.tasks.countdown.solver import is_solvable
+from qstar.types import Problem
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # ships inside the package (MIT, see its LICENSE)
+TARGET_MARK = re.compile(r"->|=>|→|=|\btarget\b|\bmake\b|\breach\b|\bget\b", re.IGNORECASE)
+
+
+def make_problem(pid: str, numbers: list[int], target: int, **meta) -> Problem:
+    return Problem(
+        id=pid,
+        prompt=" ".join(map(str, numbers)),
+        answer=str(target),
+        meta={"numbers": list(numbers), "target": target, **meta},
+    )
+
+
+def parse_numbers(values: list[str] | str) -> list[int]:
+    items = values.split() if isinstance(values, str) else values
+    try:
+        numbers = [int(x) for x in items]
+    except ValueError:
+        raise QstarError(f"numbers must be whole numbers, got {' '.join(map(str, items))!r}") from None
+    if len(numbers) < 2 or any(n < 0 for n in numbers):
+        raise QstarError(f"need at least two non-negative numbers, got {numbers}")
+    return numbers
+
+
+def parse_target(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise QstarError(f"the target must be a whole number, got {value!r}") from None
+
+
+def parse_text(text: str, default_target: int | None) -> tuple[list[int], int]:
+    """Numbers and target from free text: `4 9 10 13 -> 24`, `use 4 9 10 13 to make 24`, `4 9 10 13` (Game of
+    24: the target is 24)."""
+    mark = TARGET_MARK.search(text)
+    before, after = (text[: mark.start()], text[mark.end() :]) if mark else (text, "")
+    numbers = parse_numbers(re.findall(r"\d+", before) or text.split())
+    found = re.findall(r"\d+", after)
+    if mark is None or not found:
+        if default_target is None:
+            raise QstarError(f"no target in {text.strip()!r}; write it as '4 9 10 13 -> 24'")
+        return numbers, default_target
+    return numbers, parse_target(found[0])
+
+
+def load_file(path: Path) -> list[Problem]:
+    """Problems from a JSONL file of `{"numbers": [...], "target": N}` rows; errors name the line."""
+    problems = []
+    for lineno, row in numbered_jsonl(path):
+        try:
+            numbers = parse_numbers(row["numbers"])
+            target = int(row["target"])
+        except (KeyError, TypeError, ValueError) as e:
+            detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+            raise QstarError(
+                f'{path}:{lineno}: bad problem ({detail}); expected {{"numbers": [...], "target": N}}'
+            ) from None
+        problems.append(make_problem(str(row.get("id", f"{path.stem}-{lineno}")), numbers, target))
+    if not problems:
+        raise QstarError(f"{path}: no problems in file")
+    return problems
+
+
+@cache
+def game24_rows() -> tuple[tuple[int, tuple[int, ...]], ...]:
+    with open(DATA_DIR / "game24" / "24.csv", newline="") as f:
+        return tuple((int(r["Rank"]), tuple(int(x) for x in r["Puzzles"].split())) for r in csv.DictReader(f))
+
+
+def game24(split: str) -> list[Problem]:
+    """`test`: ranks 901-1000, the 100 games Tree-of-Thoughts reports on; `train`: all other ranks."""
+    in_test = {"test": True, "train": False}.get(split)
+    if in_test is None:
+        raise QstarError(f"game24 has splits train and test, not {split!r}")
+    return [
+        make_problem(f"game24-{rank}", list(nums), 24, rank=rank)
+        for rank, nums in game24_rows()
+        if (901 <= rank <= 1000) == in_test
+    ]
+
+
+def held_out_targets(targets: tuple[int, int], count: int, seed: int) -> list[int]:
+    """The targets `val_target` uses and `train` never does."""
+    lo, hi = targets
+    return sorted(random.Random(f"countdown-held-out-{seed}").sample(range(lo, hi + 1), count))
+
+
+def generated(
+    split: str,
+    size: int,
+    targets: list[int],
+    low: int = 1,
+    high: int = 99,
+    seed: int = 0,
+) -> list[Problem]:
+    """`size` solvable problems of four numbers in [low, high] and a target from `targets`, seeded by split."""
+    rng = random.Random(f"countdown-{split}-{seed}")
+    problems = []
+    while len(problems) < size:
+        numbers = [rng.randint(low, high) for _ in range(4)]
+        target = rng.choice(targets)
+        if is_solvable(numbers, target):
+            problems.append(make_problem(f"countdown-{split}-{len(problems)}", numbers, target))
+    return problems

@@ -1,0 +1,50 @@
+"""The trainers' configs, torch-free so the command line can describe them cheaply. Every field has its help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qstar.config import check, option
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every trainer's config."""
+
+    epochs: float = option(1.0, "passes over the records (fractions allowed)")
+    batch_size: int = option(32, "records per optimiser step")
+    lr: float = option(1e-3, "peak learning rate: linear warm-up, cosine decay to 10%")
+    warmup: int = option(20, "optimiser steps of linear warm-up")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    adam_beta2: float = option(0.999, "AdamW's second-moment decay")
+    max_grad_norm: float = option(1.0, "gradients clipped to this norm")
+    seed: int = option(0, "seed of the record order")
+
+    def __post_init__(self) -> None:
+        check(self.epochs > 0, f"epochs must be positive, not {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
+        check(self.lr > 0, f"lr must be positive, not {self.lr}")
+        check(self.warmup >= 0, f"warmup must be 0 or more, not {self.warmup}")
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """SFT on `prompt`/`completion` records (loss on the completion only)."""
+
+    lr: float = option(5e-4, "peak learning rate: linear warm-up, cosine decay to 10%")
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    """DPO on `prompt`/`chosen`/`rejected` records, against a frozen reference (the model before training)."""
+
+    lr: float = option(2e-4, "peak learning rate: linear warm-up, cosine decay to 10%")
+    beta: float = option(0.1, "strength of the implicit KL penalty to the reference")
+    sft_weight: float = option(0.0, "add this times the chosen completion's NLL (RPO-style); 0 for plain DPO")
+
+
+@dataclass
+class ValueConfig(TrainConfig):
+    """Value-model training on `prompt`/`completions`/`labels` records (soft-label cross-entropy at each step)."""
+
+    epochs: float = option(2.0, "passes over the records (fractions allowed)")
