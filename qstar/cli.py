@@ -247,6 +247,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(pre, PretrainConfig)
     add_plugin_arg(pre)
 
+    trn = sub.add_parser(
+        "train",
+        help="one trainer (sft, dpo, value) on a records file; launch it with accelerate launch or torchrun",
+        description="One of the loop's trainers on a records file in TRL's columns (sft.jsonl, preferences.jsonl, "
+        "value.jsonl of an improve run), on any number of processes: `accelerate launch -m qstar train ...` or "
+        "`torchrun --nproc_per_node N -m qstar train ...`. Only the main process writes the checkpoint.",
+    )
+    kinds = trn.add_subparsers(dest="kind", required=True, parser_class=Parser)
+    from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, ValueConfig
+
+    for kind, cls, what in (
+        ("sft", SFTConfig, "SFT on prompt/completion records (loss on the completion)"),
+        ("dpo", DPOConfig, "step-DPO on prompt/chosen/rejected records"),
+        ("value", ValueConfig, "a value / PRM model on prompt/completions/labels records"),
+    ):
+        k = kinds.add_parser(kind, help=what)
+        k.add_argument("--model", required=True, help="the starting model: a folder, a .gguf file or an adapter folder")
+        k.add_argument("--records", required=True, help="the records file (JSON lines)")
+        k.add_argument("--output-dir", required=True, help="where the trained checkpoint is written")
+        k.add_argument("--separator", default="\n", help="what ends a step (value: where each step is read)")
+        add_config_args(k, cls)
+        if kind != "value":
+            k.add_argument("--lora", action="store_true", help="train LoRA adapters (continue an adapter folder's)")
+            add_config_args(k, LoRAConfig, "lora-")
+        add_plugin_arg(k)
+
     lst = sub.add_parser("list", help="the tasks, policies, scorers and searches that can be named, and their options")
     lst.add_argument("--json", action="store_true", help="print one JSON object instead of a list")
     add_plugin_arg(lst)
@@ -384,12 +410,37 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 
 
 def cmd_improve(args: argparse.Namespace) -> dict:
-    from qstar.pipelines.improve import Improve
     from qstar.pipelines.improve_config import ImproveConfig
+
+    try:
+        from qstar.pipelines.improve import Improve
+    except ImportError as e:
+        raise QstarError(
+            f"qstar improve trains with TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)"
+        ) from None
 
     settings = read_config_file(args.config) if args.config else {}
     cfg = from_dict(ImproveConfig, merge(settings, given_settings(args, ImproveConfig)))
     return {"rows": Improve(cfg, args.run_dir, args.resume).run(), "run_dir": args.run_dir}
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    try:
+        from qstar.pipelines.train import CONFIGS, train
+    except ImportError as e:
+        raise QstarError(f"qstar train needs TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)") from None
+    from qstar.train.config import LoRAConfig
+
+    cfg = from_dict(CONFIGS[args.kind], given_settings(args, CONFIGS[args.kind]))
+    lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
+    lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
+    summary = train(args.kind, args.model, args.records, args.output_dir, cfg, lora, args.separator)
+    return {
+        "kind": args.kind,
+        "out": args.output_dir,
+        "processes": summary["processes"],
+        "steps": len(summary["history"]),
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> dict:
@@ -429,6 +480,10 @@ COMMANDS = {
     "compare": (cmd_compare, print_compare),
     "improve": (cmd_improve, lambda r, c: c.print(f"metrics in {r['run_dir']}/metrics.jsonl, plots in improve.png")),
     "pretrain": (cmd_pretrain, lambda r, c: c.print(r)),
+    "train": (
+        cmd_train,
+        lambda r, c: c.print(f"{r['kind']}: {r['steps']} steps on {r['processes']} process(es), saved to {r['out']}"),
+    ),
     "list": (cmd_list, print_list),
 }
 

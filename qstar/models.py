@@ -4,15 +4,77 @@ boundaries are token boundaries, padding, and reading a value / PRM model at eac
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from qstar.errors import QstarError
 
 
 def best_device() -> str:
     """`cuda` when a GPU is visible, else `cpu`: where qstar loads models, searches and trains by default."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def is_adapter(path: str | Path) -> bool:
+    """A PEFT adapter folder (LoRA weights and the name of their base model)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def where(path: str | Path) -> dict:
+    """`from_pretrained` arguments for a folder or a `.gguf` file (dequantised by transformers)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        return {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name}
+    return {"pretrained_model_name_or_path": path}
+
+
+def load_causal_lm(path: str | Path, trainable: bool = False, **kwargs) -> PreTrainedModel:
+    """A causal LM from a folder, a `.gguf` file or a LoRA adapter folder. Adapters are loaded on their base and
+    merged into it, unless `trainable`: then the `PeftModel` comes back, its adapters ready to train on."""
+    if is_adapter(path):
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=trainable, **kwargs)
+        return model if trainable else model.merge_and_unload()
+    model = AutoModelForCausalLM.from_pretrained(**where(path), **kwargs)
+    if Path(path).suffix == ".gguf":  # dequantised, but marked as a GGUF-quantised model that cannot be saved
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        plain = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype)
+        plain.load_state_dict(model.state_dict())
+        model = plain
+    return model
+
+
+def check_adapters(path: str | Path, lora_config) -> None:
+    """A one-line error when PEFT cannot put these LoRA adapters on the model at `path` (tried on empty weights,
+    so nothing loads)."""
+    from accelerate import init_empty_weights
+    from peft import get_peft_model
+
+    if is_adapter(path):
+        return  # its adapters exist already
+    config = AutoConfig.from_pretrained(**where(path))
+    try:
+        with init_empty_weights():
+            get_peft_model(AutoModelForCausalLM.from_config(config), lora_config)
+    except (ValueError, TypeError, NotImplementedError) as e:
+        raise QstarError(f"LoRA adapters cannot wrap the {config.model_type} model at {path}: {e}") from None
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a folder, a `.gguf` file or an adapter folder (qstar saves one beside the adapters)."""
+    return AutoTokenizer.from_pretrained(**where(path))
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, *pieces: str) -> tuple[list[int], list[int]]:
@@ -39,8 +101,18 @@ def pad(rows: list[list[int]], value: int, device: torch.device | str | None = N
     return ids.to(device), mask.to(device)
 
 
+def is_adapter_model(model: PreTrainedModel) -> bool:
+    """A model with PEFT adapters on it (what training with LoRA gives back)."""
+    return hasattr(model, "merge_and_unload")
+
+
 def value_model_from(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A value model from a checkpoint: a policy (causal LM) gets a fresh two-class head, a value model loads whole."""
+    """A value model from a checkpoint: a policy (causal LM) gets a fresh two-class head, a value model loads whole;
+    a policy that is a LoRA adapter folder is merged into its base first."""
+    if is_adapter(path):
+        with tempfile.TemporaryDirectory(prefix="qstar-merged-") as merged:
+            load_causal_lm(path).save_pretrained(merged)
+            return AutoModelForTokenClassification.from_pretrained(merged, num_labels=2), load_tokenizer(path)
     model = AutoModelForTokenClassification.from_pretrained(path, num_labels=2)
     return model, AutoTokenizer.from_pretrained(path)
 

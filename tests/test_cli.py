@@ -153,3 +153,17 @@ def test_malformed_problems_file_names_the_line(qstar, tmp_path):
     f.write_text('{"numbers": [1, 2, 3, 4], "target": 10}\n{"numbers": [1, 2, "three"], "target": 6}\n')
     out = qstar("eval", "--task", "countdown", "--problems", str(f))
     assert out.returncode == 2 and f"{f}:2:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_improve_refuses_what_it_cannot_do_before_any_search(qstar, tmp_path):
+    other = tmp_path / "countdown-run"
+    other.mkdir()
+    (other / "config.json").write_text('{"task": "countdown"}')
+    out = qstar("improve", "--run-dir", str(other), "--resume")
+    assert out.returncode == 2 and "holds a run of the countdown task, not game24" in out.stderr
+    args = ["improve", "--run-dir", str(tmp_path / "lora"), "--lora", "--lora-targets", "no_such_proj"]
+    out = qstar(*args)
+    assert out.returncode == 2 and "LoRA adapters cannot wrap the llama model" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "lora").exists()
+    out = qstar("improve", "--run-dir", str(tmp_path / "m"), "--merge")
+    assert out.returncode == 2 and "merge applies to LoRA adapters" in out.stderr

@@ -74,19 +74,17 @@ def assert_learned(history, before, model):
 def test_sft_learns(trees, kind):
     model, tok = models(kind)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    history = train_sft(model, tok, sft_records(trees, TASK), SFTConfig(epochs=40, batch_size=4, lr=3e-3), quiet=True)
-    assert_learned(history, before, model)
+    trained = train_sft(model, tok, sft_records(trees, TASK), SFTConfig(epochs=40, batch_size=4, lr=3e-3), quiet=True)
+    assert_learned(trained.history, before, trained.model)
 
 
 @pytest.mark.parametrize("kind", ["tiny", "gpt2"])
 def test_dpo_learns(trees, kind):
     model, tok = models(kind)
-    reference, _ = models(kind)
-    reference.load_state_dict(model.state_dict())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     pairs = preference_records(trees, TASK, margin=0.3)
-    history = train_dpo(model, reference, tok, pairs, DPOConfig(epochs=30, batch_size=8, lr=3e-3), quiet=True)
-    assert_learned(history, before, model)
+    trained = train_dpo(model, tok, pairs, DPOConfig(epochs=30, batch_size=8, lr=3e-3), quiet=True)
+    assert_learned(trained.history, before, trained.model)
 
 
 @pytest.mark.parametrize("kind", ["tiny", "gpt2"])
@@ -108,8 +106,8 @@ def test_value_model_learns_to_rank(trees, kind, tmp_path):
         )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     records = value_records(trees, TASK)
-    history = train_value(model, tok, records, ValueConfig(epochs=8, batch_size=8, lr=3e-3), quiet=True)
-    assert_learned(history, before, model)
+    trained = train_value(model, tok, records, ValueConfig(epochs=8, batch_size=8, lr=3e-3), quiet=True)
+    assert_learned(trained.history, before, trained.model)
     model.save_pretrained(tmp_path / "value")
     tok.save_pretrained(tmp_path / "value")
     scorer = ValueScorer(TASK, path=str(tmp_path / "value"), ground_truth=False)
@@ -119,3 +117,90 @@ def test_value_model_learns_to_rank(trees, kind, tmp_path):
     v_good = scorer.values([problem[r["prompt"]] for r in good], [r["completions"][:1] for r in good])
     v_bad = scorer.values([problem[r["prompt"]] for r in bad], [r["completions"][:1] for r in bad])
     assert sum(v_good) / len(v_good) > sum(v_bad) / len(v_bad)
+
+
+@pytest.mark.parametrize("trainer", ["sft", "dpo"])
+def test_lora_trains_the_adapters_only(trees, trainer):
+    """With PEFT LoRA adapters the loss falls, every adapter weight changes and no base weight does; DPO's
+    reference is the base with the adapters off."""
+    from peft import get_peft_model
+
+    from qstar.train.config import LoRAConfig
+
+    model, tok = models("tiny")
+    model = get_peft_model(model, LoRAConfig(r=4, alpha=8).peft())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    if trainer == "sft":
+        records, cfg = sft_records(trees, TASK), SFTConfig(epochs=40, batch_size=4, lr=3e-3)
+        trained = train_sft(model, tok, records, cfg, quiet=True)
+    else:
+        records, cfg = preference_records(trees, TASK, margin=0.3), DPOConfig(epochs=30, batch_size=8, lr=3e-3)
+        trained = train_dpo(model, tok, records, cfg, quiet=True)
+    losses = [h["loss"] for h in trained.history]
+    assert sum(losses[-5:]) < sum(losses[:5])
+    after = dict(trained.model.named_parameters())
+    adapters = [n for n in before if "lora_" in n]
+    assert adapters and all(not torch.equal(before[n], after[n]) for n in adapters)
+    assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n)
+
+
+def test_dpo_steps_end_at_the_separator_not_at_end_of_sequence(trees):
+    """TRL appends EOS to chosen and rejected; qstar's pairs end at the step separator."""
+    from qstar.train.dpo import dpo_dataset
+
+    tok = char_tokenizer()
+    pairs = preference_records(trees, TASK, margin=0.3)
+    rows = dpo_dataset(tok, pairs)
+    newline = tok.convert_tokens_to_ids("\n")
+    for row in rows:
+        for key in ("chosen_ids", "rejected_ids"):
+            assert row[key][-1] == newline and tok.eos_token_id not in row[key]
+
+
+def records_for(kind: str) -> list[dict]:
+    """Small records of each kind from solved countdown problems (the solver stands in for a search here)."""
+    from qstar.tasks.countdown import solve
+
+    rows = []
+    for numbers, target in ([1, 2, 3], 9), ([2, 5, 6], 17), ([3, 5, 7], 8), ([4, 6, 1], 10):
+        problem = make_problem("p", numbers, target)
+        prompt, steps = TASK.render(problem, []), solve(numbers, target)[0]
+        if kind == "sft":
+            rows.append({"prompt": prompt, "completion": "".join(s + "\n" for s in steps)})
+        elif kind == "dpo":
+            rows.append({"prompt": prompt, "chosen": steps[0] + "\n", "rejected": "9 * 9 = 81 (left: 81)\n"})
+        else:
+            rows.append({"prompt": prompt, "completions": steps, "labels": [1.0] * len(steps)})
+            rows.append({"prompt": prompt, "completions": ["9 * 9 = 81 (left: 81)"], "labels": [0.0]})
+    return rows * 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sft", "dpo", "value"])
+def test_each_trainer_runs_on_two_processes(tmp_path, kind):
+    """`qstar train` under torchrun: two processes train one model together (DDP) and the main one writes the
+    checkpoint. (`accelerate launch` starts the same thing on GPUs; on this CPU-only machine its --cpu
+    --num_processes 2 starts a single process, so the test launches with torchrun.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig
+
+    from qstar.io import write_jsonl
+
+    records = tmp_path / f"{kind}.jsonl"
+    write_jsonl(records, records_for(kind))
+    out = tmp_path / "out"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["-m", "qstar", "train", kind, "--model", "tiny-rules", "--records", str(records)]
+    args += ["--output-dir", str(out), "--epochs", "2", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "qstar_train.json").read_text())
+    assert summary["processes"] == 2 and summary["records"] == len(records_for(kind)) and summary["history"]
+    assert (out / "model.safetensors").is_file()
+    expected = "LlamaForTokenClassification" if kind == "value" else "LlamaForCausalLM"
+    assert AutoConfig.from_pretrained(out).architectures == [expected]

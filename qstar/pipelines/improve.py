@@ -17,12 +17,20 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qstar.checkpoints import resolve
 from qstar.errors import QstarError
 from qstar.io import atomic_write, figure, load_trees, read_jsonl, save_png, save_trees, write_jsonl
-from qstar.models import best_device, save_checkpoint, value_model_from
+from qstar.models import (
+    best_device,
+    check_adapters,
+    is_adapter,
+    is_adapter_model,
+    load_causal_lm,
+    load_tokenizer,
+    save_checkpoint,
+    value_model_from,
+)
 from qstar.pipelines.evaluate import evaluate
 from qstar.pipelines.improve_config import ImproveConfig
 from qstar.policy import Policy, load_policy
@@ -45,13 +53,18 @@ class Improve:
         self.device = device or best_device()  # CUDA when visible, else the CPU; not a setting of the run
         self.task = get_task(cfg.task)
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
+        if cfg.lora:
+            check_adapters(self.policy_path(0), cfg.lora_settings.peft())
         saved = self.dir / "config.json"
         if saved.exists():
             if not resume:
                 raise QstarError(
                     f"{self.dir} holds a run already: pass --resume to continue it, or pick another --run-dir"
                 )
-            if json.loads(saved.read_text()) != asdict(cfg):
+            before = json.loads(saved.read_text())
+            if before.get("task") != cfg.task:
+                raise QstarError(f"{self.dir} holds a run of the {before.get('task')} task, not {cfg.task}")
+            if before != asdict(cfg):
                 raise QstarError(f"{saved} differs from this command's settings: resume with the same settings")
             return
         try:
@@ -66,8 +79,17 @@ class Improve:
 
     @cached_property
     def train(self) -> list:
-        """Generated on first use only: countdown's train split takes a minute, and a resumed run may not need it."""
-        return self.task.problems("train")
+        """The task's train split, or the `problems` file (never one of its evaluation problems). Made on first use
+        only: countdown's train split takes a minute, and a resumed run may not need it."""
+        if not self.cfg.problems:
+            return self.task.problems("train")
+        problems = get_task(self.cfg.task, problems_file=self.cfg.problems).problems("train")
+        kept = [p for p in problems if self.task.problem_key(p) not in self.held_out]
+        if len(kept) < len(problems):
+            console.print(
+                f"{len(problems) - len(kept)} problems of {self.cfg.problems} are evaluation problems: left out"
+            )
+        return kept
 
     @cached_property
     def extra(self) -> list:
@@ -104,12 +126,15 @@ class Improve:
             return self.it(k) / "value"
         return resolve(self.cfg.start_value) if self.cfg.start_value else None
 
-    def scorer(self, k: int, policy: Policy) -> Scorer:
-        """Rollouts until a value model exists (or `start_value`), then the latest one (with the ground truth)."""
+    def scorer(self, k: int, policy: Policy, evaluation: bool = False) -> Scorer:
+        """Rollouts until a value model exists (or `start_value`), then the latest one with the ground truth. In
+        evaluation, where the task's verifier reads the reference answer (word problems), neither uses it: the step
+        checker before a value model exists, the value model alone after."""
         path = self.value_path(k)
+        blind = evaluation and self.task.verifier_needs_reference
         if path is None:
-            return RolloutScorer(self.task, policy, k=self.cfg.rollouts)
-        return get_scorer("value", self.task, path=str(path), device=self.device)
+            return get_scorer("checker", self.task) if blind else RolloutScorer(self.task, policy, k=self.cfg.rollouts)
+        return get_scorer("value", self.task, path=str(path), device=self.device, ground_truth=not blind)
 
     # ---- stages -------------------------------------------------------------------------------------------
 
@@ -126,7 +151,14 @@ class Improve:
         console.print(f"iteration {k}: searching {len(problems)} train problems ({self.cfg.data_search})")
         search = get_search(self.cfg.data_search, **self.cfg.data_search_args)
         result, (trees,) = evaluate(
-            self.task, problems, policy, search, scorer, self.cfg.data_budget, batch_size=self.cfg.batch_size
+            self.task,
+            problems,
+            policy,
+            search,
+            scorer,
+            self.cfg.data_budget,
+            batch_size=self.cfg.batch_size,
+            training_data=True,  # the verifier may guide a data search, even one that reads the reference
         )
         save_trees(out, trees)
         console.print(
@@ -154,39 +186,67 @@ class Improve:
 
     def train_policy(self, k: int) -> None:
         """SFT from the previous policy, then step-DPO against the post-SFT model. With DPO on, the SFT-only
-        model is kept as `policy-sft/` (a stage of its own, and the SFT-only arm of benchmarks/improve.py)."""
+        model is kept as `policy-sft/` (a stage of its own, and the SFT-only arm of benchmarks/improve.py).
+        With `lora`, both train adapters (the previous iteration's, or new ones on the starting model) and the
+        policy folders hold adapters, or, with `merge`, a merged checkpoint (its adapters kept in `adapter/`)."""
         out = self.it(k) / "policy"
         if out.exists():
             return
         sft_out = self.it(k) / "policy-sft" if self.cfg.step_dpo else out
         if not sft_out.exists():
-            previous = self.policy_path(k - 1)
-            model = AutoModelForCausalLM.from_pretrained(previous).to(self.device)
-            tokenizer = AutoTokenizer.from_pretrained(previous)
-            history = train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), self.cfg.sft)
-            atomic_write(self.it(k) / "sft_history.json", json.dumps(history).encode())
-            save_checkpoint(model, tokenizer, sft_out)
+            previous = self.training_start(k)
+            model, peft = self.trainable(previous)
+            tokenizer = load_tokenizer(previous)
+            trained = train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), self.cfg.sft, peft_config=peft)
+            atomic_write(self.it(k) / "sft_history.json", json.dumps(trained.history).encode())
+            self.save_policy(trained.model, tokenizer, sft_out, merge=not self.cfg.step_dpo)
         if not self.cfg.step_dpo:
             return
-        model = AutoModelForCausalLM.from_pretrained(sft_out).to(self.device)
-        tokenizer = AutoTokenizer.from_pretrained(sft_out)
+        model, peft = self.trainable(sft_out)
+        tokenizer = load_tokenizer(sft_out)
         pairs = read_jsonl(self.it(k) / "preferences.jsonl")
+        trained = train_dpo(model, tokenizer, pairs, self.cfg.dpo, peft_config=peft)  # the reference: before DPO
         if pairs:
-            reference = AutoModelForCausalLM.from_pretrained(sft_out).to(self.device)  # DPO's reference
-            history = train_dpo(model, reference, tokenizer, pairs, self.cfg.dpo)
-            atomic_write(self.it(k) / "dpo_history.json", json.dumps(history).encode())
+            atomic_write(self.it(k) / "dpo_history.json", json.dumps(trained.history).encode())
+        self.save_policy(trained.model, tokenizer, out, merge=True)
+
+    def training_start(self, k: int) -> Path:
+        """The policy iteration k trains from; a `.gguf` start is saved once as a model folder (`base/`), since
+        adapters name their base by folder."""
+        path = self.policy_path(k - 1)
+        if path.suffix != ".gguf":
+            return path
+        base = (self.dir / "base").resolve()  # adapters name their base by this path
+        if not base.exists():
+            save_checkpoint(load_causal_lm(path), load_tokenizer(path), base)
+        return base
+
+    def trainable(self, path: Path):
+        """The model at `path` on this run's device, ready to train, and the LoRA config when new adapters are
+        wanted (with `lora`, an adapter folder's own adapters train on)."""
+        continuing = self.cfg.lora and is_adapter(path)
+        model = load_causal_lm(path, trainable=continuing).to(self.device)
+        return model, (self.cfg.lora_settings.peft() if self.cfg.lora and not continuing else None)
+
+    def save_policy(self, model, tokenizer, out: Path, merge: bool) -> None:
+        """A full checkpoint, or adapters with their tokenizer; with `cfg.merge` (on the iteration's final policy)
+        the adapters merged into their base, the adapters themselves kept in `adapter/` beside it."""
+        if is_adapter_model(model) and merge and self.cfg.merge:
+            save_checkpoint(model, tokenizer, out.with_name("adapter"))
+            model = model.merge_and_unload()
         save_checkpoint(model, tokenizer, out)
 
     def train_value(self, k: int) -> None:
+        """The value model trains on from the previous one, else from the policy's weights (adapters merged)
+        with a fresh two-class head."""
         out = self.it(k) / "value"
         if out.exists():
             return
         start = self.value_path(k - 1) or self.it(k) / "policy"
         model, tokenizer = value_model_from(start)
-        model = model.to(self.device)
-        history = train_value(model, tokenizer, read_jsonl(self.it(k) / "value.jsonl"), self.cfg.value)
-        atomic_write(self.it(k) / "value_history.json", json.dumps(history).encode())
-        save_checkpoint(model, tokenizer, out)
+        trained = train_value(model.to(self.device), tokenizer, read_jsonl(self.it(k) / "value.jsonl"), self.cfg.value)
+        atomic_write(self.it(k) / "value_history.json", json.dumps(trained.history).encode())
+        save_checkpoint(trained.model, tokenizer, out)
 
     def evaluate_models(self, k: int) -> dict:
         """Greedy and search accuracy on the evaluation split with iteration k's models."""
@@ -194,13 +254,14 @@ class Improve:
         if out.exists():
             return json.loads(out.read_text())
         policy, size = self.policy(k), self.cfg.batch_size
+        scorer = self.scorer(k, policy, evaluation=True)
         greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"), batch_size=size)
         search, _ = evaluate(
             self.task,
             self.test,
             policy,
             get_search(self.cfg.eval_search, **self.cfg.eval_search_args),
-            self.scorer(k, policy),
+            scorer,
             self.cfg.eval_budget,
             batch_size=size,
         )
@@ -211,7 +272,7 @@ class Improve:
             "search": self.cfg.eval_search,
             "search_accuracy": search.accuracy,
             "search_tokens_per_problem": search.tokens_per_problem,
-            "scorer": "value" if self.value_path(k) else "rollouts",
+            "scorer": {"ValueScorer": "value", "RolloutScorer": "rollouts"}.get(type(scorer).__name__, "checker"),
         }
         atomic_write(out, json.dumps(row).encode())
         return row

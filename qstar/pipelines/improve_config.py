@@ -10,7 +10,7 @@ from qstar.config import check, option
 from qstar.records import LABEL_KINDS
 from qstar.search import get_search
 from qstar.tasks import TASKS
-from qstar.train.config import DPOConfig, SFTConfig, ValueConfig
+from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, ValueConfig
 
 
 @dataclass
@@ -25,6 +25,7 @@ class ImproveConfig:
     start_value: str = option(
         "", "value model before iteration 1: '' (Monte-Carlo rollouts), tiny-value, or a value-model folder"
     )
+    problems: str = option("", "a problems file in the task's format to search for data instead of its train split")
     train_problems: int = option(250, "train problems searched per iteration (a fresh seeded sample; more: all)")
     extra_task: str = option("", "another task whose train split adds problems (e.g. countdown for game24)")
     extra_problems: int = option(0, "problems of extra_task searched per iteration (never an evaluation problem)")
@@ -44,6 +45,12 @@ class ImproveConfig:
     step_dpo: bool = option(True, "step-DPO after SFT (the SFT-only policy is kept as policy-sft/)")
     preference_margin: float = option(0.3, "least value gap between the chosen and the rejected step of a pair")
     seed: int = option(0, "seed of the problem samples and of sampling")
+    lora: bool = option(False, "train PEFT LoRA adapters on the policy instead of all its weights")
+    lora_r: int = option(16, "rank of the LoRA adapters")
+    lora_alpha: int = option(32, "scale of the LoRA adapters (lora_alpha)")
+    lora_dropout: float = option(0.0, "dropout on the LoRA adapters' input")
+    lora_targets: str = option("all-linear", "modules that get adapters: all-linear, or comma-separated names")
+    merge: bool = option(False, "with lora: each iteration's policy/ is the merged model, its adapters in adapter/")
     sft: SFTConfig = option(SFTConfig(epochs=20.0, lr=1e-3), "the SFT trainer's settings")
     dpo: DPOConfig = option(DPOConfig(epochs=1.0, lr=1e-4, beta=0.1), "the step-DPO trainer's settings")
     value: ValueConfig = option(ValueConfig(epochs=2.0, lr=1e-3), "the value trainer's settings")
@@ -63,3 +70,10 @@ class ImproveConfig:
         get_search(self.eval_search, **self.eval_search_args)
         start = resolve(self.start_value) if self.start_value else None
         check(start is None or start.is_dir(), f"start_value: no value model folder at {start}")
+        check(self.lora or not self.merge, "merge applies to LoRA adapters: add lora")
+        if self.lora:
+            self.lora_settings.peft()  # a bad rank or target list fails here
+
+    @property
+    def lora_settings(self) -> LoRAConfig:
+        return LoRAConfig(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets)

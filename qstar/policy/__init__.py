@@ -28,8 +28,11 @@ def is_tiny_checkpoint(path: Path) -> bool:
 def model_folder(spec: str) -> Path:
     """The folder or `.gguf` file a model spec names, checked before anything loads."""
     path = resolve(spec)
-    if path.suffix != ".gguf" and not (path / "config.json").is_file():
-        raise QstarError(f"no model at {path} (expected a folder with config.json, a .gguf file, or a URL)")
+    folder = (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+    if not folder and not (path.suffix == ".gguf" and path.is_file()):
+        raise QstarError(
+            f"no model at {path} (expected a folder with config.json, a LoRA adapter folder, a .gguf file, or a URL)"
+        )
     return path
 
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -17,7 +15,7 @@ from transformers import (
 )
 
 from qstar.errors import QstarError
-from qstar.models import best_device
+from qstar.models import best_device, is_adapter, load_causal_lm, load_tokenizer
 from qstar.policy.base import propose_batch
 from qstar.types import Step, split_prefix
 
@@ -66,20 +64,17 @@ class HFPolicy:
 
     @classmethod
     def from_pretrained(cls, spec: str | Path, device: str | None = None, **kwargs) -> HFPolicy:
-        """From a model folder, or a `.gguf` file (dequantised by transformers; needs the `gguf` package)."""
+        """From a model folder, a `.gguf` file (dequantised by transformers; needs the `gguf` package) or a LoRA
+        adapter folder (merged into its base)."""
         path = Path(spec)
-        where = {"pretrained_model_name_or_path": path}
-        if path.suffix == ".gguf":
-            if not path.is_file():
-                raise QstarError(f"no GGUF file at {path}")
-            where = {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name}
-        elif not (path / "config.json").is_file():
+        if path.suffix == ".gguf" and not path.is_file():
+            raise QstarError(f"no GGUF file at {path}")
+        if path.suffix != ".gguf" and not ((path / "config.json").is_file() or is_adapter(path)):
             raise QstarError(f"no model at {path} (expected a folder with config.json, or a .gguf file)")
         dev = torch.device(device or best_device())
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        tokenizer = AutoTokenizer.from_pretrained(**where)
-        model = AutoModelForCausalLM.from_pretrained(**where, dtype=dtype).to(dev)
-        return cls(model, tokenizer, **kwargs)
+        model = load_causal_lm(path, dtype=dtype).to(dev)
+        return cls(model, load_tokenizer(path), **kwargs)
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)

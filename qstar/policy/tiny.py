@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from qstar.checkpoints import DEFAULT_POLICY
+from qstar.models import load_causal_lm, load_tokenizer
 from qstar.policy.base import propose_batch
 from qstar.policy.decoding import LlamaDecoder
 from qstar.policy.tokenizer import char_tokenizer
@@ -58,10 +59,10 @@ class TinyPolicy:
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, device: str | None = None, **kwargs) -> TinyPolicy:
         """Load a checkpoint; `device` None keeps the CPU (`qstar.models.best_device()` picks CUDA when visible)."""
-        model = LlamaForCausalLM.from_pretrained(path)
+        model = load_causal_lm(path)  # a LoRA adapter folder comes merged into its base
         if device is not None:
             model = model.to(device)
-        return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
+        return cls(model, load_tokenizer(path), **kwargs)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)

@@ -18,6 +18,9 @@ class TrainConfig:
     weight_decay: float = option(0.01, "AdamW weight decay")
     adam_beta2: float = option(0.999, "AdamW's second-moment decay")
     max_grad_norm: float = option(1.0, "gradients clipped to this norm")
+    gradient_accumulation_steps: int = option(1, "batches whose gradients add up to one optimiser step")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, slower)")
+    report_to: str = option("none", "where transformers reports metrics: none, tensorboard, wandb, ...")
     seed: int = option(0, "seed of the record order")
 
     def __post_init__(self) -> None:
@@ -25,6 +28,32 @@ class TrainConfig:
         check(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
         check(self.lr > 0, f"lr must be positive, not {self.lr}")
         check(self.warmup >= 0, f"warmup must be 0 or more, not {self.warmup}")
+        check(
+            self.gradient_accumulation_steps >= 1,
+            f"gradient_accumulation_steps must be at least 1, not {self.gradient_accumulation_steps}",
+        )
+
+
+@dataclass
+class LoRAConfig:
+    """PEFT LoRA adapters for the policy (SFT and step-DPO train the adapters only)."""
+
+    r: int = option(16, "rank of the adapters")
+    alpha: int = option(32, "scale of the adapters (lora_alpha)")
+    dropout: float = option(0.0, "dropout on the adapters' input")
+    targets: str = option("all-linear", "modules that get adapters: all-linear, or comma-separated names")
+
+    def __post_init__(self) -> None:
+        check(self.r >= 1, f"the LoRA rank must be at least 1, not {self.r}")
+
+    def peft(self, task_type: str = "CAUSAL_LM"):
+        """The `peft.LoraConfig` of these settings."""
+        from peft import LoraConfig
+
+        targets = self.targets if self.targets == "all-linear" else [t.strip() for t in self.targets.split(",")]
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, task_type=task_type
+        )
 
 
 @dataclass

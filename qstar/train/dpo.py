@@ -1,61 +1,73 @@
-"""Direct preference optimisation on step-level pairs (Rafailov et al., 2023; step-DPO: Lai et al., 2024)."""
+"""Direct preference optimisation on step-level pairs (Rafailov et al., 2023; step-DPO: Lai et al., 2024) with
+TRL's `DPOTrainer`: the reference is the model before training, its log-probabilities computed once up front (with
+LoRA adapters: the base model, adapters off, so no second copy is held).
+
+A step ends at the task's separator, not at end-of-sequence. TRL's `DPOTrainer` appends EOS to every chosen and
+rejected completion (trl 1.16, `_prepare_dataset`), which would teach the policy to end the whole solution after
+one step; `StepDPOTrainer` takes the pairs tokenised by qstar instead, each step ending at its separator.
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import DPOConfig as TRLDPOConfig
+from trl import DPOTrainer
 
-from qstar.models import encode, pad
+from qstar.models import encode
+from qstar.train.common import Trained, run, training_arguments
 from qstar.train.config import DPOConfig
-from qstar.train.loop import fit_examples
 
 
-def completion_logprobs(model: PreTrainedModel, rows: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
-    """Sum of log-probabilities of each row's tokens after its prompt end, and their count."""
-    ids, mask = pad([r for r, _ in rows], pad_id, model.device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = ids[:, 1:]
-    logp = torch.log_softmax(logits, dim=-1).gather(2, target[..., None]).squeeze(2)
-    keep = mask[:, 1:].clone()
-    for i, (_, prompt_end) in enumerate(rows):
-        keep[i, : prompt_end - 1] = 0
-    return (logp * keep).sum(1), keep.sum(1)
+class StepDPOTrainer(DPOTrainer):
+    """`DPOTrainer` on pairs already tokenised (`prompt_ids`, `chosen_ids`, `rejected_ids`): no EOS appended."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        return dataset
+
+
+def pairs(rows: list[dict]):
+    yield from rows
+
+
+def dpo_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict]) -> Dataset:
+    """Each pair's prompt ids (after BOS) and its chosen and rejected steps' ids, on token boundaries. Written to
+    the datasets cache (not held in memory) so that every process of a distributed run finds the same cache file
+    for the reference log-probabilities TRL computes once."""
+    rows = []
+    for r in records:
+        chosen, (end, _) = encode(tokenizer, r["prompt"], r["chosen"])
+        rejected, _ = encode(tokenizer, r["prompt"], r["rejected"])
+        rows.append({"prompt_ids": chosen[:end], "chosen_ids": chosen[end:], "rejected_ids": rejected[end:]})
+    return Dataset.from_generator(pairs, gen_kwargs={"rows": rows})
 
 
 def train_dpo(
     model: PreTrainedModel,
-    reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     records: list[dict],
     cfg: DPOConfig,
     quiet: bool = False,
-) -> list[dict]:
-    """Train `model` in place to prefer each chosen step over its rejected sibling; returns the loss history."""
-    pad_id = tokenizer.pad_token_id or 0
-    examples = []
-    for r in records:
-        chosen, (end, _) = encode(tokenizer, r["prompt"], r["chosen"])
-        rejected, _ = encode(tokenizer, r["prompt"], r["rejected"])
-        examples.append(((chosen, end), (rejected, end)))
-    with torch.no_grad():  # the reference's log-probabilities, once
-        ref = {}
-        for i in range(0, len(examples), 64):
-            chunk = examples[i : i + 64]
-            c, _ = completion_logprobs(reference, [e[0] for e in chunk], pad_id)
-            r, _ = completion_logprobs(reference, [e[1] for e in chunk], pad_id)
-            for j, e in enumerate(chunk):
-                ref[id(e)] = (c[j].item(), r[j].item())
-
-    def loss_fn(batch: list) -> torch.Tensor:
-        logp, counts = completion_logprobs(model, [e[0] for e in batch] + [e[1] for e in batch], pad_id)
-        chosen, rejected = logp[: len(batch)], logp[len(batch) :]
-        ref_c = torch.tensor([ref[id(e)][0] for e in batch], device=chosen.device)
-        ref_r = torch.tensor([ref[id(e)][1] for e in batch], device=chosen.device)
-        margin = cfg.beta * ((chosen - ref_c) - (rejected - ref_r))
-        loss = -F.logsigmoid(margin).mean()
-        if cfg.sft_weight:
-            loss = loss - cfg.sft_weight * (chosen / counts[: len(batch)]).mean()
-        return loss
-
-    return fit_examples(model, examples, loss_fn, cfg, "dpo", quiet)
+    peft_config=None,
+) -> Trained:
+    """Train `model` to prefer each chosen step over its rejected sibling; the trained model and its loss history.
+    `cfg.sft_weight` adds the chosen step's NLL (RPO)."""
+    if not records:
+        return Trained(model, [])
+    losses = ["sigmoid", "sft"] if cfg.sft_weight else ["sigmoid"]
+    args = TRLDPOConfig(
+        **training_arguments(cfg),
+        beta=cfg.beta,
+        loss_type=losses,
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
+        precompute_ref_log_probs=True,
+        max_length=None,
+    )
+    trainer = StepDPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dpo_dataset(tokenizer, records),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    return run(trainer, "dpo", quiet)

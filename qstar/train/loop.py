@@ -1,9 +1,10 @@
-"""The optimisation loop every qstar trainer shares (SFT, DPO, value, rules-only pretraining)."""
+"""The optimisation loop of rules-only pretraining (`qstar pretrain`): fresh random games every step, which no
+records file holds. It stays a plain loop so that the shipped `tiny-rules` checkpoint reproduces bit for bit;
+every trainer of the improvement loop (SFT, step-DPO, value) is a TRL / transformers Trainer."""
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,26 +14,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from qstar.train.config import TrainConfig
-
-
-def steps_for(examples: list, cfg: TrainConfig) -> int:
-    """Optimiser steps for `cfg.epochs` passes over `examples` in batches of `cfg.batch_size`."""
-    return max(1, math.ceil(len(examples) * cfg.epochs / cfg.batch_size))
-
-
-def shuffled_batches(examples: list, cfg: TrainConfig) -> Callable[[], list]:
-    """Batches of `examples` in a seeded order, reshuffled after every pass."""
-    rng = random.Random(cfg.seed)
-    order: list = []
-
-    def next_batch() -> list:
-        nonlocal order
-        if len(order) < cfg.batch_size:
-            order += rng.sample(examples, len(examples))
-        batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        return batch
-
-    return next_batch
 
 
 def fit(
@@ -77,17 +58,3 @@ def fit(
             progress.update(bar, advance=1, loss=loss.item())
     model.eval()
     return history
-
-
-def fit_examples(
-    model: torch.nn.Module,
-    examples: list,
-    loss_fn: Callable[[list], torch.Tensor],
-    cfg: TrainConfig,
-    name: str,
-    quiet: bool = False,
-) -> list[dict]:
-    """`fit` over `cfg.epochs` shuffled passes of `examples` (nothing to do when there are none)."""
-    if not examples:
-        return []
-    return fit(model, shuffled_batches(examples, cfg), steps_for(examples, cfg), loss_fn, cfg, name, quiet)

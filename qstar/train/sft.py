@@ -1,29 +1,49 @@
-"""Supervised fine-tuning on verified solutions (rejection sampling): loss on the completion only."""
+"""Supervised fine-tuning on verified solutions (rejection sampling) with TRL's `SFTTrainer`: loss on the
+completion only, optionally on PEFT LoRA adapters.
+
+Records arrive tokenised by qstar (BOS, prompt, completion, each piece on token boundaries) so `SFTTrainer` trains
+on exactly the sequences the policy sees when it searches: it would otherwise append EOS to every completion.
+"""
 
 from __future__ import annotations
 
-import torch
+from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
 
-from qstar.models import encode, pad
+from qstar.models import encode
+from qstar.train.common import Trained, run, training_arguments
 from qstar.train.config import SFTConfig
-from qstar.train.loop import fit_examples
+
+
+def sft_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict]) -> Dataset:
+    """`input_ids` of prompt + completion and the `completion_mask` that keeps the loss on the completion."""
+    rows = []
+    for r in records:
+        ids, (prompt_end, _) = encode(tokenizer, r["prompt"], r["completion"])
+        rows.append({"input_ids": ids, "completion_mask": [0] * prompt_end + [1] * (len(ids) - prompt_end)})
+    return Dataset.from_list(rows)
 
 
 def train_sft(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: list[dict], cfg: SFTConfig, quiet: bool = False
-) -> list[dict]:
-    """Fine-tune any causal LM in place on `records`; returns the loss history."""
-    examples = []
-    for r in records:
-        ids, (prompt_end, _) = encode(tokenizer, r["prompt"], r["completion"])
-        examples.append((ids, prompt_end))
-
-    def loss_fn(batch: list) -> torch.Tensor:
-        ids, mask = pad([ids for ids, _ in batch], tokenizer.pad_token_id or 0, model.device)
-        labels = ids.masked_fill(mask == 0, -100)
-        for i, (_, prompt_end) in enumerate(batch):
-            labels[i, :prompt_end] = -100
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-
-    return fit_examples(model, examples, loss_fn, cfg, "sft", quiet)
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: list[dict],
+    cfg: SFTConfig,
+    quiet: bool = False,
+    peft_config=None,
+) -> Trained:
+    """Fine-tune any causal LM on `records` (with `peft_config`, LoRA adapters on it); the trained model and the
+    loss of every step."""
+    if not records:
+        return Trained(model, [])
+    args = TRLSFTConfig(**training_arguments(cfg), completion_only_loss=True, max_length=None)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=sft_dataset(tokenizer, records),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    return run(trainer, "sft", quiet)

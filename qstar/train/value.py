@@ -1,18 +1,57 @@
 """Value / process reward model training: a token-classification head scores each step at its separator.
 
-Labels are soft values in [0, 1] (`qstar.records.value_records`); the loss is the cross-entropy between
-the two-class softmax at each step's last token and the label (soft-label CE), as in Math-Shepherd.
-Works for the built-in tiny model and any `AutoModelForTokenClassification`.
+Labels are soft values in [0, 1] (`qstar.records.value_records`); the loss is the cross-entropy between the
+two-class softmax at each step's last token and the label (soft-label CE), as in Math-Shepherd. TRL has no PRM
+trainer any more, so `ValueTrainer` is a `transformers.Trainer` with that loss: it gets the Trainer's features
+(mixed precision, gradient accumulation, `accelerate launch`). Works for the tiny model and any
+`AutoModelForTokenClassification`.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from qstar.models import step_inputs, step_logits
+from qstar.models import pad, step_inputs
+from qstar.train.common import Trained, run, training_arguments
 from qstar.train.config import ValueConfig
-from qstar.train.loop import fit_examples
+
+
+class StepLabels:
+    """Collates `input_ids`, `tags` (each step's last token) and `labels` into padded ids, an attention mask and a
+    float label per position (-1 where no step ends)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        ids, mask = pad([r["input_ids"] for r in rows], self.pad_id)
+        labels = torch.full(ids.shape, -1.0)
+        for i, r in enumerate(rows):
+            labels[i, r["tags"]] = torch.tensor(r["labels"], dtype=torch.float)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class ValueTrainer(Trainer):
+    """A `Trainer` whose loss is the soft-label cross-entropy at every step tag."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logp = torch.log_softmax(outputs.logits.float(), dim=-1)
+        at = labels >= 0
+        target = labels[at]
+        loss = -(target * logp[at][:, 1] + (1 - target) * logp[at][:, 0]).mean()
+        return (loss, outputs) if return_outputs else loss
+
+
+def value_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict], separator: str) -> Dataset:
+    rows = []
+    for r in records:
+        ids, tags = step_inputs(tokenizer, r["prompt"], r["completions"], separator)
+        rows.append({"input_ids": ids, "tags": tags, "labels": r["labels"]})
+    return Dataset.from_list(rows)
 
 
 def train_value(
@@ -22,21 +61,14 @@ def train_value(
     cfg: ValueConfig,
     separator: str = "\n",
     quiet: bool = False,
-) -> list[dict]:
-    """Train in place; returns the loss history."""
-    pad_id = tokenizer.pad_token_id or 0
-    examples = []
-    for r in records:
-        ids, tags = step_inputs(tokenizer, r["prompt"], r["completions"], separator)
-        examples.append((ids, tags, r["labels"]))
-
-    def loss_fn(batch: list) -> torch.Tensor:
-        logp = torch.log_softmax(step_logits(model, [ids for ids, _, _ in batch], pad_id), dim=-1)
-        dev = logp.device
-        rows = torch.tensor([i for i, (_, tags, _) in enumerate(batch) for _ in tags], device=dev)
-        cols = torch.tensor([t for _, tags, _ in batch for t in tags], device=dev)
-        target = torch.tensor([y for _, _, labels in batch for y in labels], dtype=torch.float, device=dev)
-        picked = logp[rows, cols]
-        return -(target * picked[:, 1] + (1 - target) * picked[:, 0]).mean()
-
-    return fit_examples(model, examples, loss_fn, cfg, "value", quiet)
+) -> Trained:
+    """Train a token-classification model on `prompt`/`completions`/`labels` records; the model and its losses."""
+    if not records:
+        return Trained(model, [])
+    trainer = ValueTrainer(
+        model=model,
+        args=TrainingArguments(**training_arguments(cfg)),
+        train_dataset=value_dataset(tokenizer, records, separator),
+        data_collator=StepLabels(tokenizer.pad_token_id or 0),
+    )
+    return run(trainer, "value", quiet)

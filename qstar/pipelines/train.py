@@ -1,0 +1,67 @@
+"""`qstar train`: one trainer on a records file, outside the loop — the stage `qstar improve` runs, made to be
+launched on several processes or GPUs (`accelerate launch` or `torchrun`); only the main process writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from qstar.errors import QstarError
+from qstar.io import atomic_write, read_jsonl
+from qstar.models import is_adapter, load_causal_lm, load_tokenizer, save_checkpoint, value_model_from
+from qstar.policy import model_folder
+from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig, ValueConfig
+from qstar.train.dpo import train_dpo
+from qstar.train.sft import train_sft
+from qstar.train.value import train_value
+
+CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "dpo": DPOConfig, "value": ValueConfig}
+COLUMNS = {
+    "sft": ("prompt", "completion"),
+    "dpo": ("prompt", "chosen", "rejected"),
+    "value": ("prompt", "completions", "labels"),
+}
+
+
+def train(
+    kind: str,
+    model: str | Path,
+    records: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    lora: LoRAConfig | None = None,
+    separator: str = "\n",
+) -> dict:
+    """Train `model` (a folder, `.gguf` file or adapter folder) on a records file in TRL's columns for `kind`
+    (sft, dpo or value) and save the result to `out`; returns what was done (also in `out/qstar_train.json`)."""
+    model = model_folder(str(model))  # a shipped checkpoint's name, a folder, a .gguf file or an adapter folder
+    rows = read_jsonl(records)
+    missing = [c for c in COLUMNS[kind] if rows and c not in rows[0]]
+    if not rows or missing:
+        raise QstarError(
+            f"{records}: {kind} records need the columns {', '.join(COLUMNS[kind])}"
+            + (f" ({missing[0]} is missing)" if missing else " (the file is empty)")
+        )
+    tokenizer = load_tokenizer(model)
+    if kind == "value":
+        start, tokenizer = value_model_from(model)
+        trained = train_value(start, tokenizer, rows, cfg, separator)
+    else:
+        continuing = lora is not None and is_adapter(model)
+        start = load_causal_lm(model, trainable=continuing)
+        peft = lora.peft() if lora is not None and not continuing else None
+        trainer = train_sft if kind == "sft" else train_dpo
+        trained = trainer(start, tokenizer, rows, cfg, peft_config=peft)
+    summary = {
+        "kind": kind,
+        "model": str(model),
+        "records": len(rows),
+        "processes": trained.processes,
+        "config": asdict(cfg),
+        "history": trained.history,
+    }
+    if trained.main_process:
+        save_checkpoint(trained.model, tokenizer, Path(out))
+        atomic_write(Path(out) / "qstar_train.json", json.dumps(summary, indent=1).encode())
+    return summary
