@@ -159,4 +159,6 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if path.exists():  # left by a run killed before the stage that wrote it finished: that stage runs again
+        shutil.rmtree(path)
     tmp.rename(path)

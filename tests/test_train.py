@@ -204,3 +204,16 @@ def test_each_trainer_runs_on_two_processes(tmp_path, kind):
     assert (out / "model.safetensors").is_file()
     expected = "LlamaForTokenClassification" if kind == "value" else "LlamaForCausalLM"
     assert AutoConfig.from_pretrained(out).architectures == [expected]
+
+
+def test_a_checkpoint_replaces_a_folder_left_by_a_killed_run(tmp_path):
+    from transformers import AutoConfig
+
+    from qstar.models import save_checkpoint
+
+    model, tok = models("gpt2")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "stale.bin").write_bytes(b"half")
+    save_checkpoint(model, tok, tmp_path / "adapter")
+    assert not (tmp_path / "adapter" / "stale.bin").exists() and not (tmp_path / "adapter.tmp").exists()
+    assert AutoConfig.from_pretrained(tmp_path / "adapter").model_type == "gpt2"
