@@ -17,6 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from qstar.checkpoints import resolve
 from qstar.errors import QstarError
 
 
@@ -28,6 +29,18 @@ def best_device() -> str:
 def is_adapter(path: str | Path) -> bool:
     """A PEFT adapter folder (LoRA weights and the name of their base model)."""
     return (Path(path) / "adapter_config.json").is_file()
+
+
+def model_folder(spec: str | Path) -> Path:
+    """The model folder, LoRA adapter folder or `.gguf` file a spec names (a shipped checkpoint's name resolved),
+    checked before anything loads."""
+    path = resolve(spec)
+    folder = (path / "config.json").is_file() or is_adapter(path)
+    if not folder and not (path.suffix == ".gguf" and path.is_file()):
+        raise QstarError(
+            f"no model at {path} (expected a folder with config.json, a LoRA adapter folder, a .gguf file, or a URL)"
+        )
+    return path
 
 
 def where(path: str | Path) -> dict:

@@ -24,7 +24,6 @@ from qstar.io import atomic_write, figure, load_trees, read_jsonl, save_png, sav
 from qstar.models import (
     best_device,
     check_adapters,
-    is_adapter,
     is_adapter_model,
     load_causal_lm,
     load_tokenizer,
@@ -38,6 +37,7 @@ from qstar.records import preference_records, sft_records, value_records
 from qstar.scorers import RolloutScorer, Scorer, get_scorer
 from qstar.search import get_search
 from qstar.tasks import get_task
+from qstar.train.common import trainable
 from qstar.train.dpo import train_dpo
 from qstar.train.sft import train_sft
 from qstar.train.value import train_value
@@ -222,11 +222,8 @@ class Improve:
         return base
 
     def trainable(self, path: Path):
-        """The model at `path` on this run's device, ready to train, and the LoRA config when new adapters are
-        wanted (with `lora`, an adapter folder's own adapters train on)."""
-        continuing = self.cfg.lora and is_adapter(path)
-        model = load_causal_lm(path, trainable=continuing).to(self.device)
-        return model, (self.cfg.lora_settings.peft() if self.cfg.lora and not continuing else None)
+        """The model at `path` on this run's device, ready to train, and the LoRA config of new adapters."""
+        return trainable(path, self.cfg.lora_settings if self.cfg.lora else None, self.device)
 
     def save_policy(self, model, tokenizer, out: Path, merge: bool) -> None:
         """A full checkpoint, or adapters with their tokenizer; with `cfg.merge` (on the iteration's final policy)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from qstar.errors import QstarError
 from qstar.io import atomic_write, read_jsonl
-from qstar.models import is_adapter, load_causal_lm, load_tokenizer, save_checkpoint, value_model_from
-from qstar.policy import model_folder
+from qstar.models import load_tokenizer, model_folder, save_checkpoint, value_model_from
+from qstar.train.common import trainable
 from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig, ValueConfig
 from qstar.train.dpo import train_dpo
 from qstar.train.sft import train_sft
@@ -43,16 +43,13 @@ def train(
             f"{records}: {kind} records need the columns {', '.join(COLUMNS[kind])}"
             + (f" ({missing[0]} is missing)" if missing else " (the file is empty)")
         )
-    tokenizer = load_tokenizer(model)
     if kind == "value":
         start, tokenizer = value_model_from(model)
         trained = train_value(start, tokenizer, rows, cfg, separator)
     else:
-        continuing = lora is not None and is_adapter(model)
-        start = load_causal_lm(model, trainable=continuing)
-        peft = lora.peft() if lora is not None and not continuing else None
-        trainer = train_sft if kind == "sft" else train_dpo
-        trained = trainer(start, tokenizer, rows, cfg, peft_config=peft)
+        start, peft = trainable(model, lora)
+        tokenizer = load_tokenizer(model)
+        trained = (train_sft if kind == "sft" else train_dpo)(start, tokenizer, rows, cfg, peft_config=peft)
     summary = {
         "kind": kind,
         "model": str(model),

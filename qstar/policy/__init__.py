@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qstar.checkpoints import resolve
-from qstar.errors import BackendError, QstarError
+from qstar.errors import BackendError
+from qstar.models import model_folder
 from qstar.policy.base import POLICIES, Policy, register_policy
 
 
@@ -23,17 +23,6 @@ def is_tiny_checkpoint(path: Path) -> bool:
         return json.loads((path / "tokenizer.json").read_text())["model"]["type"] == "WordLevel"
     except (OSError, KeyError, ValueError):
         return False
-
-
-def model_folder(spec: str) -> Path:
-    """The folder or `.gguf` file a model spec names, checked before anything loads."""
-    path = resolve(spec)
-    folder = (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
-    if not folder and not (path.suffix == ".gguf" and path.is_file()):
-        raise QstarError(
-            f"no model at {path} (expected a folder with config.json, a LoRA adapter folder, a .gguf file, or a URL)"
-        )
-    return path
 
 
 @register_policy("tiny")
@@ -57,7 +46,7 @@ def hf(
     from qstar.policy.hf import HFPolicy
 
     return HFPolicy.from_pretrained(
-        model_folder(path), device=device, chat=chat, seed=seed, max_step_tokens=max_step_tokens, batch_size=batch_size
+        path, device=device, chat=chat, seed=seed, max_step_tokens=max_step_tokens, batch_size=batch_size
     )
 
 

@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from qstar.errors import QstarError
-from qstar.models import best_device, is_adapter, load_causal_lm, load_tokenizer
+from qstar.models import best_device, load_causal_lm, load_tokenizer, model_folder
 from qstar.policy.base import propose_batch
 from qstar.types import Step, split_prefix
 
@@ -66,11 +66,7 @@ class HFPolicy:
     def from_pretrained(cls, spec: str | Path, device: str | None = None, **kwargs) -> HFPolicy:
         """From a model folder, a `.gguf` file (dequantised by transformers; needs the `gguf` package) or a LoRA
         adapter folder (merged into its base)."""
-        path = Path(spec)
-        if path.suffix == ".gguf" and not path.is_file():
-            raise QstarError(f"no GGUF file at {path}")
-        if path.suffix != ".gguf" and not ((path / "config.json").is_file() or is_adapter(path)):
-            raise QstarError(f"no model at {path} (expected a folder with config.json, or a .gguf file)")
+        path = model_folder(spec)
         dev = torch.device(device or best_device())
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         model = load_causal_lm(path, dtype=dtype).to(dev)

@@ -73,10 +73,6 @@ def score_nodes(tree: Tree, ctx: Context, nodes: list[Node]):
     return scores.values
 
 
-def score_cost(tree: Tree, ctx: Context, nodes: list[Node]) -> int:
-    return sum(ctx.score_tokens(tree.problem, node.texts()) for node in nodes)
-
-
 def affordable_prefix(tree: Tree, ctx: Context, nodes: list[Node]) -> list[Node]:
     """The longest run of `nodes` (most likely first) whose scoring the remaining budget can pay for."""
     ranked = sorted(nodes, key=lambda n: -n.step.logprob)

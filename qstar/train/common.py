@@ -7,6 +7,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import PreTrainedModel, PrinterCallback, ProgressCallback, TrainerCallback
 
-from qstar.train.config import TrainConfig
+from qstar.models import is_adapter, load_causal_lm
+from qstar.train.config import LoRAConfig, TrainConfig
 
 # TRL's configs set transformers' `gradient_checkpointing`, which transformers 5 renamed: not the user's to fix
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
@@ -29,6 +31,14 @@ class Trained:
     history: list[dict]
     processes: int = 1  # processes that trained it together (accelerate launch / torchrun)
     main_process: bool = True  # the one that writes checkpoints
+
+
+def trainable(path: str | Path, lora: LoRAConfig | None, device: str | None = None):
+    """The causal LM at `path`, ready to train, and the PEFT config of new adapters to put on it: with `lora`, an
+    adapter folder's own adapters train on, any other model gets new ones; without, all its weights train."""
+    continuing = lora is not None and is_adapter(path)
+    model = load_causal_lm(path, trainable=continuing)
+    return (model.to(device) if device else model), (lora.peft() if lora is not None and not continuing else None)
 
 
 def training_arguments(cfg: TrainConfig) -> dict[str, Any]:
