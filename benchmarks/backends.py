@@ -1,12 +1,15 @@
 """Generated tokens/s of the real-model policy backends on SmolLM2-135M-Instruct (the GGUF the tests use).
 
     python benchmarks/backends.py [--prompts 16] [--repeats 1] [--threads 2] [--step-tokens 24] [--no-hf]
+                                  [--base-url URL] [--concurrency 8]
 
 - OpenAI-compatible backend: against a llama.cpp server (`llama_cpp.server`) this script starts itself,
   16 GSM8K first-step prompts sampled with 8 requests in flight vs 1 at a time, measured in the same run
   (alternating, after a warm-up). The ratio column is relative to 1 at a time. llama-cpp-python's server
   runs one request at a time (a global lock), so expect about 1x there; servers that batch requests
-  (vLLM, SGLang, `llama-server --parallel 8`) are where requests in flight pay.
+  (vLLM, SGLang, `llama-server --parallel 8`) are where requests in flight pay. `--base-url` measures a server
+  that is already running instead (e.g. vLLM on a GPU, the rate `qstar improve`'s data search gets from it),
+  `--concurrency` requests in flight against 1.
 - HF backend: the same GGUF through `qstar.policy.load_policy(path)` (transformers, dequantised), greedy
   steps for the same prompts at batch 1 vs batch 16; the ratio is relative to batch 1.
 """
@@ -54,20 +57,20 @@ def rate(policy: Policy, batches: list[list[str]], temperature: float) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def openai_rows(gguf: Path, texts: list[str], repeats: int, threads: int, step_tokens: int) -> list[Row]:
-    """The OpenAI backend against a llama.cpp server: `concurrency` 1 vs 8, alternating, after a warm-up."""
-    with LlamaServer(gguf, threads=threads) as server:
-        policies = {c: OpenAIPolicy(server.url, concurrency=c, max_step_tokens=step_tokens) for c in (1, 8)}
-        for policy in policies.values():
-            policy.seed(0)
-        policies[8].propose(texts, temperature=1.0)  # warm-up: the server's first long prompt is very slow
-        rates: dict[int, list[float]] = {1: [], 8: []}
-        for r in range(repeats):  # alternate the order, so drift in the machine's load cancels
-            for c in (1, 8) if r % 2 == 0 else (8, 1):
-                rates[c].append(rate(policies[c], [texts], temperature=1.0))
+def openai_rows(url: str, texts: list[str], repeats: int, step_tokens: int, concurrency: int) -> list[Row]:
+    """The OpenAI backend against the server at `url`: 1 vs `concurrency` requests in flight, alternating, after a
+    warm-up."""
+    levels = (1, concurrency)
+    policies = {c: OpenAIPolicy(url, concurrency=c, max_step_tokens=step_tokens) for c in levels}
+    for policy in policies.values():
+        policy.seed(0)
+    policies[concurrency].propose(texts, temperature=1.0)  # warm-up: the server's first long prompt is very slow
+    rates: dict[int, list[float]] = {c: [] for c in levels}
+    for r in range(repeats):  # alternate the order, so drift in the machine's load cancels
+        for c in levels if r % 2 == 0 else levels[::-1]:
+            rates[c].append(rate(policies[c], [texts], temperature=1.0))
     mean = {c: sum(r) / len(r) for c, r in rates.items()}
-    name = f"openai → llama.cpp server ({threads} threads)"
-    return [(name, "1 request at a time", mean[1]), (name, "8 requests in flight", mean[8])]
+    return [("1 request at a time", mean[1]), (f"{concurrency} requests in flight", mean[concurrency])]
 
 
 def hf_rows(gguf: Path, texts: list[str], repeats: int, step_tokens: int) -> list[Row]:
@@ -87,12 +90,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp server threads")
     parser.add_argument("--step-tokens", type=int, default=24, help="max_step_tokens of both backends")
     parser.add_argument("--no-hf", action="store_true", help="skip the HF backend")
+    parser.add_argument("--base-url", default=None, help="measure this running server instead of llama.cpp's")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight, against 1")
     args = parser.parse_args()
     gguf, texts = gguf_path(), prompts(args.prompts)
-    groups = [openai_rows(gguf, texts, args.repeats, args.threads, args.step_tokens)]
-    if not args.no_hf:
+    if args.base_url:
+        name = f"openai → {args.base_url}"
+        rows = openai_rows(args.base_url, texts, args.repeats, args.step_tokens, args.concurrency)
+    else:
+        name = f"openai → llama.cpp server ({args.threads} threads)"
+        with LlamaServer(gguf, threads=args.threads) as server:
+            rows = openai_rows(server.url, texts, args.repeats, args.step_tokens, args.concurrency)
+    groups = [[(name, setting, value) for setting, value in rows]]
+    if not args.no_hf and not args.base_url:
         groups.append(hf_rows(gguf, texts, args.repeats, args.step_tokens))
-    table = Table(title=f"policy backends, SmolLM2-135M-Instruct, {len(texts)} GSM8K prompts, generated tokens/s")
+    model = "the server's model" if args.base_url else "SmolLM2-135M-Instruct"
+    table = Table(title=f"policy backends, {model}, {len(texts)} GSM8K prompts, generated tokens/s")
     for col, justify in (("backend", "left"), ("setting", "left"), ("tokens/s", "right"), ("ratio", "right")):
         table.add_column(col, justify=justify)
     for rows in groups:

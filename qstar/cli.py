@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         k.add_argument("--records", required=True, help="the records file (JSON lines)")
         k.add_argument("--output-dir", required=True, help="where the trained checkpoint is written")
         k.add_argument("--separator", default="\n", help="what ends a step (value: where each step is read)")
+        k.add_argument("--config", default=None, help="a TOML or JSON file of the trainer's settings (flags win)")
         add_config_args(k, cls)
         if kind != "value":
             k.add_argument("--lora", action="store_true", help="train LoRA adapters (continue an adapter folder's)")
@@ -431,7 +432,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
         raise QstarError(f"qstar train needs TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)") from None
     from qstar.train.config import LoRAConfig
 
-    cfg = from_dict(CONFIGS[args.kind], given_settings(args, CONFIGS[args.kind]))
+    settings = read_config_file(args.config) if args.config else {}
+    cfg = from_dict(CONFIGS[args.kind], merge(settings, given_settings(args, CONFIGS[args.kind])))
     lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
     lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
     summary = train(args.kind, args.model, args.records, args.output_dir, cfg, lora, args.separator)
@@ -440,7 +442,15 @@ def cmd_train(args: argparse.Namespace) -> dict:
         "out": args.output_dir,
         "processes": summary["processes"],
         "steps": len(summary["history"]),
+        "main_process": summary["main_process"],
     }
+
+
+def print_train(result: dict, console: Console) -> None:
+    if result["main_process"]:  # one line for the run, not one per launched process
+        console.print(
+            f"{result['kind']}: {result['steps']} steps on {result['processes']} process(es), saved to {result['out']}"
+        )
 
 
 def cmd_list(args: argparse.Namespace) -> dict:
@@ -482,7 +492,7 @@ COMMANDS = {
     "pretrain": (cmd_pretrain, lambda r, c: c.print(r)),
     "train": (
         cmd_train,
-        lambda r, c: c.print(f"{r['kind']}: {r['steps']} steps on {r['processes']} process(es), saved to {r['out']}"),
+        print_train,
     ),
     "list": (cmd_list, print_list),
 }

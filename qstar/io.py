@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -15,6 +16,15 @@ from qstar.types import Tree
 
 UMASK = os.umask(0)
 os.umask(UMASK)
+
+
+def replace_folder(source: str | Path, path: str | Path) -> None:
+    """Rename the finished folder `source` to `path`, replacing a folder left there by a run killed before: a folder
+    named `path` is always a whole one."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    Path(source).rename(path)
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

@@ -19,6 +19,7 @@ from transformers import (
 
 from qstar.checkpoints import resolve
 from qstar.errors import QstarError
+from qstar.io import replace_folder
 
 
 def best_device() -> str:
@@ -172,6 +173,4 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if path.exists():  # left by a run killed before the stage that wrote it finished: that stage runs again
-        shutil.rmtree(path)
-    tmp.rename(path)
+    replace_folder(tmp, path)

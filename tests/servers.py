@@ -99,6 +99,7 @@ class Faults:
     stop_after: int | None = None  # shut the server down once this many requests arrived
     replies: list[str] = field(default_factory=list)  # texts to answer with, in turn (then `reply`)
     reply: str = "The answer is 42."  # a text ending in "\n" stops at the separator, otherwise at end-of-sequence
+    api: dict[str, tuple[int, dict]] = field(default_factory=dict)  # a path's own answer (status, JSON), e.g. vLLM's
 
 
 class FaultServer:
@@ -108,6 +109,7 @@ class FaultServer:
     def __init__(self, faults: Faults | None = None):
         self.faults = faults or Faults()
         self.requests: list[dict[str, Any]] = []
+        self.api_calls: list[tuple[str, dict[str, Any]]] = []  # (path, body) of each request to `faults.api`
         self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
         owner = self
@@ -121,6 +123,10 @@ class FaultServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path in owner.faults.api:
+                    owner.api_calls.append((self.path, body))
+                    status, reply = owner.faults.api[self.path]
+                    return owner.respond(self, status, json.dumps(reply))
                 owner.handle(self, body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qstar.io import load_trees, read_jsonl
+from qstar.io import load_trees, read_jsonl, write_jsonl
 from qstar.records import sft_records
 from qstar.tasks import get_task
 
@@ -78,3 +78,18 @@ def test_a_run_killed_after_its_search_resumes_from_the_trees(smollm2_gguf, qsta
     task = get_task("gsm8k")
     assert read_jsonl(folder / "iter-1" / "sft.jsonl") == sft_records(load_trees(trees), task)
     assert (folder / "iter-1" / "policy" / "adapter_config.json").is_file()
+
+
+def test_lora_training_of_a_gguf_saves_the_base_its_adapters_name(smollm2_gguf, qstar, tmp_path):
+    records, out = tmp_path / "sft.jsonl", tmp_path / "out"
+    write_jsonl(records, [{"prompt": "Question: What is 2 + 3?\nAnswer:", "completion": " 2 + 3 = 5\n"}] * 4)
+    done = qstar(
+        "train", "sft", "--model", str(smollm2_gguf), "--records", str(records), "--output-dir", str(out),
+        "--lora", "--lora-r", "2", "--batch-size", "4", "--epochs", "2", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(out / "base")
+    base = load_file(out / "base" / "model.safetensors")
+    assert base and not any("lora_" in name for name in base)  # the base alone, its adapters beside it
+    evaluated = qstar("eval", "--task", "gsm8k", "--limit", "1", "--policy", str(out), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]

@@ -8,6 +8,7 @@ folder), and a stage whose output exists is finished: `--resume` continues from 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -20,11 +21,19 @@ from rich.table import Table
 
 from qstar.checkpoints import resolve
 from qstar.errors import QstarError
-from qstar.io import atomic_write, figure, load_trees, read_jsonl, save_png, save_trees, write_jsonl
+from qstar.io import (
+    atomic_write,
+    figure,
+    load_trees,
+    read_jsonl,
+    replace_folder,
+    save_png,
+    save_trees,
+    write_jsonl,
+)
 from qstar.models import (
     best_device,
     check_adapters,
-    is_adapter_model,
     load_causal_lm,
     load_tokenizer,
     save_checkpoint,
@@ -32,7 +41,9 @@ from qstar.models import (
 )
 from qstar.pipelines.evaluate import evaluate
 from qstar.pipelines.improve_config import ImproveConfig
+from qstar.pipelines.launch import launch_command, launch_training
 from qstar.policy import Policy, load_policy
+from qstar.policy.served import check_hook, check_same_tokenizer, reload_server
 from qstar.records import preference_records, sft_records, value_records
 from qstar.scorers import RolloutScorer, Scorer, get_scorer
 from qstar.search import get_search
@@ -53,8 +64,14 @@ class Improve:
         self.device = device or best_device()  # CUDA when visible, else the CPU; not a setting of the run
         self.task = get_task(cfg.task)
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
+        self.served: tuple[int, str | None] | None = None  # the iteration the server serves, and its model name
+        check_hook(cfg.reload)
+        if cfg.launcher:
+            launch_command(cfg.launcher)
         if cfg.lora:
             check_adapters(self.policy_path(0), cfg.lora_settings.peft())
+        if cfg.served:
+            check_same_tokenizer(load_policy(cfg.policy), self.policy_path(0))
         saved = self.dir / "config.json"
         if saved.exists():
             if not resume:
@@ -115,10 +132,29 @@ class Improve:
         return self.dir / f"iter-{k}"
 
     def policy_path(self, k: int) -> Path:
-        return self.it(k) / "policy" if k > 0 else resolve(self.cfg.policy)
+        """Iteration k's policy weights; before iteration 1 the starting policy's (a server's: `train_model`)."""
+        return self.it(k) / "policy" if k > 0 else resolve(self.cfg.train_model or self.cfg.policy)
 
     def policy(self, k: int) -> Policy:
-        return load_policy(str(self.policy_path(k)), device=self.device, seed=self.cfg.seed + k)
+        """Iteration k's policy: the server when it serves these weights (the start, or each iteration's after a
+        reload), else a local policy on the weights."""
+        seed = self.cfg.seed + k
+        if self.cfg.served and (k == 0 or self.cfg.reload):
+            return load_policy(self.cfg.policy, seed=seed, model=self.served_model(k))
+        return load_policy(str(self.policy_path(k)), device=self.device, seed=seed)
+
+    def served_model(self, k: int) -> str | None:
+        """The server's model name for iteration k's weights, reloading them once per iteration and run (a resumed
+        run reloads, so a restarted server serves the right weights); None: the server's default model."""
+        if k == 0:
+            return None
+        if self.served is None or self.served[0] != k:
+            run = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:8]
+            name = reload_server(
+                load_policy(self.cfg.policy), self.cfg.reload, self.it(k) / "policy", f"qstar-{run}-iter-{k}"
+            )
+            self.served = (k, name)
+        return self.served[1]
 
     def value_path(self, k: int) -> Path | None:
         """Iteration k's value model; before iteration 1 the `start_value` one, if any."""
@@ -194,21 +230,9 @@ class Improve:
             return
         sft_out = self.it(k) / "policy-sft" if self.cfg.step_dpo else out
         if not sft_out.exists():
-            previous = self.training_start(k)
-            model, peft = self.trainable(previous)
-            tokenizer = load_tokenizer(previous)
-            trained = train_sft(model, tokenizer, read_jsonl(self.it(k) / "sft.jsonl"), self.cfg.sft, peft_config=peft)
-            atomic_write(self.it(k) / "sft_history.json", json.dumps(trained.history).encode())
-            self.save_policy(trained.model, tokenizer, sft_out, merge=not self.cfg.step_dpo)
-        if not self.cfg.step_dpo:
-            return
-        model, peft = self.trainable(sft_out)
-        tokenizer = load_tokenizer(sft_out)
-        pairs = read_jsonl(self.it(k) / "preferences.jsonl")
-        trained = train_dpo(model, tokenizer, pairs, self.cfg.dpo, peft_config=peft)  # the reference: before DPO
-        if pairs:
-            atomic_write(self.it(k) / "dpo_history.json", json.dumps(trained.history).encode())
-        self.save_policy(trained.model, tokenizer, out, merge=True)
+            self.fit("sft", self.training_start(k), sft_out, merge=not self.cfg.step_dpo)
+        if self.cfg.step_dpo:
+            self.fit("dpo", sft_out, out, merge=True)  # the reference: the model before DPO
 
     def training_start(self, k: int) -> Path:
         """The policy iteration k trains from; a `.gguf` start is saved once as a model folder (`base/`), since
@@ -221,29 +245,42 @@ class Improve:
             save_checkpoint(load_causal_lm(path), load_tokenizer(path), base)
         return base
 
-    def trainable(self, path: Path):
-        """The model at `path` on this run's device, ready to train, and the LoRA config of new adapters."""
-        return trainable(path, self.cfg.lora_settings if self.cfg.lora else None, self.device)
-
-    def save_policy(self, model, tokenizer, out: Path, merge: bool) -> None:
-        """A full checkpoint, or adapters with their tokenizer; with `cfg.merge` (on the iteration's final policy)
-        the adapters merged into their base, the adapters themselves kept in `adapter/` beside it."""
-        if is_adapter_model(model) and merge and self.cfg.merge:
-            save_checkpoint(model, tokenizer, out.with_name("adapter"))
-            model = model.merge_and_unload()
-        save_checkpoint(model, tokenizer, out)
-
     def train_value(self, k: int) -> None:
         """The value model trains on from the previous one, else from the policy's weights (adapters merged)
         with a fresh two-class head."""
         out = self.it(k) / "value"
-        if out.exists():
-            return
-        start = self.value_path(k - 1) or self.it(k) / "policy"
-        model, tokenizer = value_model_from(start)
-        trained = train_value(model.to(self.device), tokenizer, read_jsonl(self.it(k) / "value.jsonl"), self.cfg.value)
-        atomic_write(self.it(k) / "value_history.json", json.dumps(trained.history).encode())
-        save_checkpoint(trained.model, tokenizer, out)
+        if not out.exists():
+            self.fit("value", self.value_path(k - 1) or self.it(k) / "policy", out)
+
+    def fit(self, kind: str, start: Path, out: Path, merge: bool = False) -> None:
+        """Train `kind` (sft, dpo, value) from `start` on this iteration's records into the checkpoint `out`, in this
+        process or under `launcher`; the loss history goes to `KIND_history.json`. With `merge` (on an iteration's
+        final policy) and the run's `lora` and `merge`, `out` is the merged model, the adapters kept in `adapter/`."""
+        cfg = getattr(self.cfg, kind)
+        records = out.parent / {"sft": "sft.jsonl", "dpo": "preferences.jsonl", "value": "value.jsonl"}[kind]
+        rows = read_jsonl(records)
+        lora = self.cfg.lora_settings if self.cfg.lora and kind != "value" else None
+        merged = merge and lora is not None and self.cfg.merge
+        target = out.with_name("adapter") if merged else out
+        if self.cfg.launcher and rows:
+            work = target.with_name(target.name + ".launched")
+            history = launch_training(self.cfg.launcher, kind, start, records, work, cfg, lora)
+        else:
+            work = target.with_name(target.name + ".tmp")
+            if kind == "value":
+                model, tokenizer = value_model_from(start)
+                trained = train_value(model.to(self.device), tokenizer, rows, cfg)
+            else:
+                model, peft = trainable(start, lora, self.device)
+                tokenizer = load_tokenizer(start)
+                trained = (train_sft if kind == "sft" else train_dpo)(model, tokenizer, rows, cfg, peft_config=peft)
+            history = trained.history
+            save_checkpoint(trained.model, tokenizer, work)
+        if rows:
+            atomic_write(out.parent / f"{kind}_history.json", json.dumps(history).encode())
+        replace_folder(work, target)
+        if merged:
+            save_checkpoint(load_causal_lm(target), load_tokenizer(target), out)
 
     def evaluate_models(self, k: int) -> dict:
         """Greedy and search accuracy on the evaluation split with iteration k's models."""

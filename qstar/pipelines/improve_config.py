@@ -21,7 +21,19 @@ class ImproveConfig:
 
     task: str = option("game24", "the task (its train split makes the data, its evaluation split measures)")
     iterations: int = option(2, "search-train-evaluate rounds")
-    policy: str = option("tiny-rules", "the starting policy: tiny-rules (rules only), tiny (shipped), or a folder")
+    policy: str = option(
+        "tiny-rules",
+        "the starting policy: tiny-rules (rules only), tiny (shipped), a model folder or .gguf file, or the URL of "
+        "an OpenAI-compatible server (then train_model names its weights)",
+    )
+    train_model: str = option(
+        "", "with a server policy: the weights it serves (a folder or .gguf file), which the loop trains"
+    )
+    reload: str = option(
+        "",
+        "with a server policy: how the server gets each iteration's trained weights: vllm-lora, sglang, or a shell "
+        "command holding {path}; '' searches later iterations with a local copy of the trained weights",
+    )
     start_value: str = option(
         "", "value model before iteration 1: '' (Monte-Carlo rollouts), tiny-value, or a value-model folder"
     )
@@ -51,6 +63,11 @@ class ImproveConfig:
     lora_dropout: float = option(0.0, "dropout on the LoRA adapters' input")
     lora_targets: str = option("all-linear", "modules that get adapters: all-linear, or comma-separated names")
     merge: bool = option(False, "with lora: each iteration's policy/ is the merged model, its adapters in adapter/")
+    launcher: str = option(
+        "",
+        "run each training stage as `LAUNCHER -m qstar train ...`, e.g. 'accelerate launch --num_processes 8' or "
+        "'torchrun --nproc_per_node 2'; '' trains in this process",
+    )
     sft: SFTConfig = option(SFTConfig(epochs=20.0, lr=1e-3), "the SFT trainer's settings")
     dpo: DPOConfig = option(DPOConfig(epochs=1.0, lr=1e-4, beta=0.1), "the step-DPO trainer's settings")
     value: ValueConfig = option(ValueConfig(epochs=2.0, lr=1e-3), "the value trainer's settings")
@@ -73,6 +90,24 @@ class ImproveConfig:
         check(self.lora or not self.merge, "merge applies to LoRA adapters: add lora")
         if self.lora:
             self.lora_settings.peft()  # a bad rank or target list fails here
+        if self.served:
+            check(bool(self.train_model), "a server's weights cannot be read: name them with train_model")
+            check(resolve(self.train_model).exists(), f"train_model: nothing at {self.train_model}")
+        else:
+            check(not self.train_model, "train_model applies to a server policy (an http:// URL); train the policy")
+            check(not self.reload, "reload applies to a server policy (an http:// URL)")
+        check(self.reload != "vllm-lora" or self.lora, "reload vllm-lora loads LoRA adapters: add lora")
+        check(
+            self.reload != "vllm-lora" or not self.merge,
+            "reload vllm-lora serves adapters on the server's base: without merge (merged iterations' adapters sit "
+            "on the previous iteration's weights)",
+        )
+        check(self.reload != "sglang" or self.merge or not self.lora, "reload sglang loads full weights: add merge")
+
+    @property
+    def served(self) -> bool:
+        """The policy is an OpenAI-compatible server."""
+        return self.policy.startswith(("http://", "https://"))
 
     @property
     def lora_settings(self) -> LoRAConfig:

@@ -34,7 +34,9 @@ def train(
     separator: str = "\n",
 ) -> dict:
     """Train `model` (a folder, `.gguf` file or adapter folder) on a records file in TRL's columns for `kind`
-    (sft, dpo or value) and save the result to `out`; returns what was done (also in `out/qstar_train.json`)."""
+    (sft, dpo or value) and save the result to `out`; returns what was done (also in `out/qstar_train.json`) and
+    whether this process is the main one (the one that wrote). With LoRA on a `.gguf` start, the dequantised
+    weights are saved as `out/base/`, the base the adapters name."""
     model = model_folder(str(model))  # a shipped checkpoint's name, a folder, a .gguf file or an adapter folder
     rows = read_jsonl(records)
     missing = [c for c in COLUMNS[kind] if rows and c not in rows[0]]
@@ -43,12 +45,16 @@ def train(
             f"{records}: {kind} records need the columns {', '.join(COLUMNS[kind])}"
             + (f" ({missing[0]} is missing)" if missing else " (the file is empty)")
         )
+    base = None
     if kind == "value":
         start, tokenizer = value_model_from(model)
         trained = train_value(start, tokenizer, rows, cfg, separator)
     else:
         start, peft = trainable(model, lora)
         tokenizer = load_tokenizer(model)
+        base = Path(out).resolve() / "base" if peft is not None and model.suffix == ".gguf" else None
+        if base is not None:  # adapters name their base by folder: the GGUF's weights are saved beside them
+            start.name_or_path = start.config._name_or_path = str(base)
         trained = (train_sft if kind == "sft" else train_dpo)(start, tokenizer, rows, cfg, peft_config=peft)
     summary = {
         "kind": kind,
@@ -60,5 +66,7 @@ def train(
     }
     if trained.main_process:
         save_checkpoint(trained.model, tokenizer, Path(out))
+        if base is not None:
+            save_checkpoint(trained.model.unload(), tokenizer, base)
         atomic_write(Path(out) / "qstar_train.json", json.dumps(summary, indent=1).encode())
-    return summary
+    return {**summary, "main_process": trained.main_process}

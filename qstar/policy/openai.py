@@ -256,6 +256,13 @@ class OpenAIPolicy:
         """The first model the server lists (llama.cpp serves one; vLLM's first is its main model)."""
         return self.post("/v1/models", None, lambda data: str(data["data"][0]["id"]))
 
+    def prompt_tokens(self, text: str) -> int | None:
+        """How many tokens the server reads `text` as (`usage.prompt_tokens` of a one-token completion); None when
+        the server reports no usage. Raises `RequestFailed` when the server cannot be asked."""
+        self.model = self.model or self.first_model()
+        body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0}
+        return self.post("/v1/completions", body, lambda data: (data.get("usage") or {}).get("prompt_tokens"))
+
     # -- replies -----------------------------------------------------------------------------------------
 
     def parse_completion(self, data: dict[str, Any]) -> list[tuple[Step, str]]:
