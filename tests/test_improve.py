@@ -56,13 +56,16 @@ def test_two_iterations_raise_greedy_accuracy_on_the_training_problems(tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == [0, 1, 2]
     assert (tmp_path / "improve.png").read_bytes()[:4] == b"\x89PNG"
+    timings = json.loads((tmp_path / "iter-2" / "timings.json").read_text())
+    assert list(timings) == ["search", "records", "train_policy", "train_value", "evaluate_models"]
+    assert all(seconds >= 0 for seconds in timings.values()) and timings["train_policy"] > 0
 
 
 def files(run: Path) -> dict[str, bytes]:
-    """Every file of a run, trees decompressed, leaving out the timing-bearing training histories."""
+    """Every file of a run, trees decompressed, leaving out the timing-bearing training histories and timings."""
     out = {}
     for path in sorted(run.rglob("*")):
-        if path.is_file() and "history" not in path.name:
+        if path.is_file() and "history" not in path.name and path.name != "timings.json":
             data = path.read_bytes()
             out[str(path.relative_to(run))] = gzip.decompress(data) if path.suffix == ".gz" else data
     return out

@@ -318,13 +318,22 @@ class Improve:
         self.report(rows)
         for k in range(1, self.cfg.iterations + 1):
             (self.it(k)).mkdir(parents=True, exist_ok=True)
-            for stage in (self.search, self.records, self.train_policy, self.train_value):
+            for stage in (self.search, self.records, self.train_policy, self.train_value, self.evaluate_models):
                 start = time.time()
                 stage(k)
-                console.print(f"  iteration {k}: {stage.__name__} {time.time() - start:.0f} s", style="dim")
+                self.timed(k, stage.__name__, time.time() - start)
             rows.append(self.evaluate_models(k))
             self.report(rows)
         return rows
+
+    def timed(self, k: int, stage: str, seconds: float) -> None:
+        """Print a stage's seconds and keep them in `iter-k/timings.json` (the first time the stage ran to its end:
+        a resumed run keeps the seconds of the stages it skips)."""
+        console.print(f"  iteration {k}: {stage} {seconds:.0f} s", style="dim")
+        path = self.it(k) / "timings.json"
+        timings = json.loads(path.read_text()) if path.exists() else {}
+        if stage not in timings:
+            atomic_write(path, json.dumps({**timings, stage: round(seconds, 2)}).encode())
 
     def report(self, rows: list[dict]) -> None:
         """Rewrite metrics.jsonl from the finished evaluations (never appended twice) and redraw the plots."""
