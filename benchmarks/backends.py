@@ -11,7 +11,9 @@
   that is already running instead (e.g. vLLM on a GPU, the rate `qstar improve`'s data search gets from it),
   `--concurrency` requests in flight against 1.
 - HF backend: the same GGUF through `qstar.policy.load_policy(path)` (transformers, dequantised), greedy
-  steps for the same prompts at batch 1 vs batch 16; the ratio is relative to batch 1.
+  steps for the same prompts at batch 1 and batch 16, re-reading the whole prompt every step and with the shared
+  prompt (the task's instructions and three worked examples, ~380 tokens) computed once; the ratio is relative to
+  batch 1 without, and the script stops if the two give different steps.
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ def prompts(count: int) -> list[str]:
     return [task.render(p, []) for p in task.problems("test", limit=count)]
 
 
-def rate(policy: Policy, batches: list[list[str]], temperature: float) -> float:
-    """Generated tokens/s over `batches`, one propose call each."""
+def rate(policy: Policy, batches: list[list[str]], temperature: float, texts: list[str] | None = None) -> float:
+    """Generated tokens/s over `batches`, one propose call each; the steps' texts are appended to `texts`."""
     tokens, start = 0, time.perf_counter()
     for batch in batches:
-        tokens += sum(s.tokens for steps in policy.propose(batch, temperature=temperature) for s in steps)
+        steps = [s for row in policy.propose(batch, temperature=temperature) for s in row]
+        tokens += sum(s.tokens for s in steps)
+        if texts is not None:
+            texts += [s.text for s in steps]
     return tokens / (time.perf_counter() - start)
 
 
@@ -74,13 +79,21 @@ def openai_rows(url: str, texts: list[str], repeats: int, step_tokens: int, conc
 
 
 def hf_rows(gguf: Path, texts: list[str], repeats: int, step_tokens: int) -> list[Row]:
-    """The HF backend on the same GGUF: greedy steps at batch 1 (one prompt per call) vs batch 16."""
-    policy = load_policy(str(gguf))
-    policy.max_step_tokens = step_tokens
-    policy.propose(texts[:2])  # warm-up
-    batch1 = rate(policy, [[t] for t in texts] * repeats, temperature=0.0)
-    batch16 = rate(policy, [texts[i : i + 16] for i in range(0, len(texts), 16)] * repeats, temperature=0.0)
-    return [("hf (transformers, CPU)", "batch 1", batch1), ("hf (transformers, CPU)", "batch 16", batch16)]
+    """The HF backend on the same GGUF: greedy steps at batch 1 (one prompt a call) and batch 16, each with the
+    shared prompt (the worked examples) computed once and without; the steps must be the same."""
+    rows, steps = [], {}
+    for share in (False, True):
+        policy = load_policy(str(gguf), share_prefix=share)
+        policy.max_step_tokens = step_tokens
+        policy.propose(texts[:2])  # warm-up
+        for size in (1, 16):
+            batches = [texts[i : i + size] for i in range(0, len(texts), size)] * repeats
+            steps[share, size] = []
+            setting = f"batch {size}, " + ("shared prompt computed once" if share else "whole prompt every step")
+            rows.append(("hf (transformers, CPU)", setting, rate(policy, batches, 0.0, steps[share, size])))
+    if any(steps[True, size] != steps[False, size] for size in (1, 16)):
+        raise SystemExit("the shared-prompt cache changed the HF backend's steps")
+    return rows
 
 
 def main() -> None:

@@ -120,3 +120,26 @@ def test_the_backend_contract_greedy_repeats_and_failing_items(shipped_policy):
     assert results[1] is None and [r[0].text for r in (results[0], results[2])] == [
         row[0].text for row in shipped_policy.propose([PREFIXES[0], PREFIXES[2]])
     ]
+
+
+def test_the_hf_backend_computes_a_shared_prompt_once_with_the_same_steps(random_model):
+    """The HF backend keeps the KV cache of the prompt a batch shares and gives the steps it gives without it."""
+    from qstar.policy.hf import MIN_SHARED, HFPolicy
+
+    model, tokenizer = random_model
+    header = "Solve: reach the target with + - * /.\n"
+    prefixes = [header + p for p in PREFIXES]
+    runs = {}
+    for share in (False, True):
+        policy = HFPolicy(model, tokenizer, max_step_tokens=12, share_prefix=share)
+        singles = [policy.propose([p])[0] for p in prefixes]  # one row a call: the kept cache is cut to the header
+        greedy = policy.propose(prefixes)
+        policy.seed(5)
+        sampled = policy.propose(prefixes[:2], n=3, temperature=1.0)
+        runs[share] = [s for row in singles + greedy + sampled for s in row]
+        kept = policy.shared
+    common = len(tokenizer(header + "Input: ")["input_ids"])  # BOS, the header, and what the games share after it
+    assert len(kept[0]) == common and common >= MIN_SHARED
+    assert [s.text for s in runs[True]] == [s.text for s in runs[False]]
+    assert [s.tokens for s in runs[True]] == [s.tokens for s in runs[False]]
+    assert all(abs(a.logprob - b.logprob) < 1e-4 for a, b in zip(runs[True], runs[False], strict=True))

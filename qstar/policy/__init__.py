@@ -41,12 +41,20 @@ def hf(
     device: str | None = None,
     max_step_tokens: int = 96,
     batch_size: int = 16,
+    share_prefix: bool = True,
 ) -> Policy:
-    """Any transformers causal LM from a folder or a `.gguf` file; CUDA in bf16 when visible, else CPU fp32."""
+    """Any transformers causal LM from a folder or a `.gguf` file; CUDA in bf16 when visible, else CPU fp32. With
+    `share_prefix`, the prompt a batch shares (a task's worked examples) is computed once and its cache reused."""
     from qstar.policy.hf import HFPolicy
 
     return HFPolicy.from_pretrained(
-        path, device=device, chat=chat, seed=seed, max_step_tokens=max_step_tokens, batch_size=batch_size
+        path,
+        device=device,
+        chat=chat,
+        seed=seed,
+        max_step_tokens=max_step_tokens,
+        batch_size=batch_size,
+        share_prefix=share_prefix,
     )
 
 

@@ -1,12 +1,19 @@
 """Any Hugging Face causal LM as a policy: a local folder or a GGUF file, batched generation cut at the step
-separator, per-step log-probs, and chat templates for instruct models."""
+separator, per-step log-probs, and chat templates for instruct models.
+
+The prompt a batch shares (a task's instructions and worked examples) is computed once: its KV cache is kept and
+copied into each batch, whose rows hold the shared tokens, then their own left-padded tails. A step then costs its
+own tail, not the whole prompt again; the outputs are the same (tested).
+"""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 from transformers import (
+    DynamicCache,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -18,6 +25,8 @@ from qstar.errors import QstarError
 from qstar.models import best_device, load_causal_lm, load_tokenizer, model_folder
 from qstar.policy.base import propose_batch
 from qstar.types import Step, split_prefix
+
+MIN_SHARED = 16  # the fewest shared prompt tokens worth a cache of their own
 
 
 class StepEnd(StoppingCriteria):
@@ -48,6 +57,7 @@ class HFPolicy:
         chat: bool | None = None,
         batch_size: int = 16,
         seed: int = 0,
+        share_prefix: bool = True,
     ):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.tokenizer.padding_side = "left"
@@ -60,6 +70,8 @@ class HFPolicy:
             raise QstarError("this tokenizer has no chat template; load the model without chat")
         eos = model.generation_config.eos_token_id if model.generation_config else None
         self.eos_ids = set([eos] if isinstance(eos, int) else (eos or [])) | {tokenizer.eos_token_id}
+        self.share_prefix = share_prefix
+        self.shared: tuple[tuple[int, ...], DynamicCache] | None = None  # the last shared prompt and its cache
         self.seed(seed)
 
     @classmethod
@@ -114,26 +126,70 @@ class HFPolicy:
         return f"prompt of {length} tokens + a {self.max_step_tokens}-token step exceeds the context of {self.context}"
 
     def _generate(self, prompts: list[list[int]], n: int, temperature: float) -> list[list[Step]]:
-        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.model.device)
-        width = batch["input_ids"].shape[1]
+        rows = [p for p in prompts for _ in range(n)]  # every sample a row of its own, as num_return_sequences does
+        inputs = self.batch(rows)
+        width = inputs["input_ids"].shape[1]
         config = GenerationConfig(
             max_new_tokens=self.max_step_tokens,
             do_sample=temperature > 0,
             temperature=temperature if temperature > 0 else None,
             top_k=0 if temperature > 0 else None,
             top_p=1.0 if temperature > 0 else None,
-            num_return_sequences=n,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids),
             return_dict_in_generate=True,
             output_logits=True,
         )
         stop = StoppingCriteriaList([StepEnd(self.tokenizer, width, self.separator)])
-        out = self.model.generate(**batch, generation_config=config, stopping_criteria=stop)
+        out = self.model.generate(**inputs, generation_config=config, stopping_criteria=stop)
         new = out.sequences[:, width:]
         logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).gather(2, new[..., None]).squeeze(2)
-        rows = [self._step(ids, lp) for ids, lp in zip(new.tolist(), logp.tolist(), strict=True)]
-        return [rows[i * n : (i + 1) * n] for i in range(len(prompts))]
+        steps = [self._step(ids, lp) for ids, lp in zip(new.tolist(), logp.tolist(), strict=True)]
+        return [steps[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def batch(self, rows: list[list[int]]) -> dict:
+        """`generate`'s inputs for `rows`: left-padded, or, when they share a prompt, the shared tokens, each row's
+        left-padded tail, and the shared tokens' KV cache (computed once, kept for the next batches)."""
+        shared = self.shared_prompt(rows)
+        pad, device = self.tokenizer.pad_token_id, self.model.device
+        if not shared:
+            return self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(device)
+        tail = max(len(r) for r in rows) - shared
+        ids = [r[:shared] + [pad] * (tail - len(r) + shared) + r[shared:] for r in rows]
+        mask = [[1] * shared + [0] * (tail - len(r) + shared) + [1] * (len(r) - shared) for r in rows]
+        cache = copy.deepcopy(self.shared[1])  # type: ignore[index]  (generate extends the copy, not the kept one)
+        cache.batch_repeat_interleave(len(rows))
+        return {
+            "input_ids": torch.tensor(ids, device=device),
+            "attention_mask": torch.tensor(mask, device=device),
+            "cache": cache,
+        }
+
+    def shared_prompt(self, rows: list[list[int]]) -> int:
+        """How many leading tokens the rows share with the kept cache (cut back to them), or, when that is under
+        `MIN_SHARED`, all the rows share (their cache made and kept); 0 when under `MIN_SHARED` or sharing is off.
+        Every row keeps at least one token of its own."""
+        if not self.share_prefix:
+            return 0
+        first, most = rows[0], min(len(r) for r in rows) - 1
+        common = 0
+        while common < most and all(r[common] == first[common] for r in rows):
+            common += 1
+        kept, cache = self.shared or ((), None)
+        reused = 0
+        while reused < min(common, len(kept)) and kept[reused] == first[reused]:
+            reused += 1
+        if reused >= MIN_SHARED and cache is not None:
+            if reused < len(kept):  # e.g. the worked examples of the last batch, without its own question
+                cache.crop(reused - len(kept))  # a negative count: the tokens to drop from the end
+                self.shared = (kept[:reused], cache)
+            return reused
+        if common < MIN_SHARED:
+            return 0
+        prompt = torch.tensor([first[:common]], device=self.model.device)
+        cache = self.model(prompt, cache=DynamicCache(config=self.model.config), use_cache=True).cache
+        self.shared = (tuple(first[:common]), cache)
+        return common
 
     def _step(self, ids: list[int], logps: list[float]) -> Step:
         """Cut one generated row at its step's end: the separator after non-blank text, or end-of-sequence."""
