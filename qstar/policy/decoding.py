@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 
 class LlamaDecoder:
@@ -23,7 +22,11 @@ class LlamaDecoder:
         self.eps = cfg.rms_norm_eps
         positions = torch.arange(cfg.max_position_embeddings, device=model.device)[None]
         cos, sin = model.model.rotary_emb(model.model.embed_tokens.weight[:1], positions)
-        self.cos, self.sin = cos[0], sin[0]  # [position, head_dim] tables, looked up per token
+        half = self.head_dim // 2
+        # rotary embedding as one complex product: each (j, j + half) pair of a query/key head becomes a complex
+        # number, its rows interleaved in the projection (queries and keys alike, so attention scores are unchanged)
+        self.rotation = torch.complex(cos[0, :, :half], sin[0, :, :half])  # [position, head_dim/2]
+        self.pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
         self.embed = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
         self.lm_head = model.lm_head.weight
@@ -31,7 +34,11 @@ class LlamaDecoder:
             (
                 layer.input_layernorm.weight,
                 torch.cat(
-                    [layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight]
+                    [
+                        self.interleaved(layer.self_attn.q_proj.weight),
+                        self.interleaved(layer.self_attn.k_proj.weight),
+                        layer.self_attn.v_proj.weight,
+                    ]
                 ),
                 layer.self_attn.o_proj.weight,
                 layer.post_attention_layernorm.weight,
@@ -43,10 +50,20 @@ class LlamaDecoder:
         if cfg.attention_bias or getattr(cfg, "mlp_bias", False) or cfg.hidden_act != "silu":
             raise ValueError("LlamaDecoder supports bias-free SiLU Llama models only")
 
+    def interleaved(self, weight: torch.Tensor) -> torch.Tensor:
+        """A query/key projection with each head's rows (j, j + head_dim/2) made neighbours (complex pairs)."""
+        heads = weight.shape[0] // self.head_dim
+        return weight.view(heads, self.head_dim, -1)[:, self.pairs].reshape(weight.shape)
+
+    def rotate(self, x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+        """`[batch, new, heads, head_dim]` rotated by `[batch, new, head_dim/2]` complex factors."""
+        pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * rotation[:, :, None]).flatten(-2)
+
     def new_cache(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
         like = {"dtype": self.embed.dtype, "device": self.embed.device}
-        return torch.zeros(shape, **like), torch.zeros(shape, **like)
+        return torch.empty(shape, **like), torch.empty(shape, **like)  # a slot is written before it is read
 
     @torch.inference_mode()
     def forward(
@@ -62,15 +79,14 @@ class LlamaDecoder:
         b, t = ids.shape
         end = start + t
         x = F.embedding(ids, self.embed)
-        cos, sin = self.cos[positions], self.sin[positions]
+        rotation = self.rotation[positions]
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for i, (ln1, qkv_w, o_w, ln2, gate_up_w, down_w) in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), ln1, self.eps)
             q, k, v = F.linear(h, qkv_w).split([q_size, kv_size, kv_size], dim=-1)
-            q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-            k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            q = self.rotate(q.view(b, t, self.heads, self.head_dim), rotation).transpose(1, 2)
+            k = self.rotate(k.view(b, t, self.kv_heads, self.head_dim), rotation).transpose(1, 2)
             v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
             keys[i, :, :, start:end] = k
             values[i, :, :, start:end] = v
             attn = F.scaled_dot_product_attention(

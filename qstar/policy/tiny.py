@@ -106,38 +106,41 @@ class TinyPolicy:
         keys, values = cache[0][:, rows], cache[1][:, rows]
         logits, next_pos = logits[rows], positions[rows, -1] + 1
         key_mask = torch.cat([valid[rows], torch.ones(len(rows), length - width, dtype=torch.bool, device=dev)], dim=1)
-        sample_of_row = torch.arange(len(rows), device=dev)  # cache rows are compacted as samples finish
-        running = torch.ones(len(rows), dtype=torch.bool, device=dev)
-        generated = torch.full((len(rows), length - width), -1, device=dev)
+        steps = length - width
+        generated = torch.full((len(rows), steps), -1, device=dev)  # by sample, filled as rows are dropped
         logprob = torch.zeros(len(rows), device=dev)
-        for t in range(length - width):
+        sample_of_row = torch.arange(len(rows), device=dev)  # cache rows are compacted as samples finish
+        row_tokens = generated.clone()  # by current row: no boolean indexing in the loop
+        row_logprob = logprob.clone()
+        running = torch.ones(len(rows), dtype=torch.bool, device=dev)
+        for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
             if temperature > 0:
                 probs = logp.exp() if temperature == 1 else torch.softmax(logits.float() / temperature, dim=-1)
                 token = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
             else:
                 token = logits.argmax(dim=-1)
-            live = sample_of_row[running]
-            generated[live, t] = token[running]
-            logprob[live] += logp.gather(1, token[:, None]).squeeze(1)[running]
+            row_tokens[:, t] = token.masked_fill(~running, -1)
+            row_logprob += logp.gather(1, token[:, None]).squeeze(1).masked_fill(~running, 0.0)
             running &= (token != self.separator_id) & (token != self.tokenizer.eos_token_id)
-            if not running.any() or t == length - width - 1:
+            alive = int(running.sum())
+            if alive == 0 or t == steps - 1:
                 break
-            if running.sum() <= len(running) // 2:  # drop finished rows once they are half the batch
-                keep = running.nonzero().squeeze(1)
-                sample_of_row, running, token, next_pos = (
-                    sample_of_row[keep],
-                    running[keep],
-                    token[keep],
-                    next_pos[keep],
-                )
+            if alive <= len(running) // 2:  # drop finished rows once they are half the batch
+                done, keep = (~running).nonzero().squeeze(1), running.nonzero().squeeze(1)
+                generated[sample_of_row[done]] = row_tokens[done]
+                logprob[sample_of_row[done]] = row_logprob[done]
+                sample_of_row, running, token = sample_of_row[keep], running[keep], token[keep]
+                next_pos, row_tokens, row_logprob = next_pos[keep], row_tokens[keep], row_logprob[keep]
                 keys, values, key_mask = keys[:, keep], values[:, keep], key_mask[keep]
             mask = key_mask[:, None, None, : width + t + 1]
             logits = self.decoder.forward(token[:, None], next_pos[:, None], (keys, values), width + t, mask)
             next_pos = next_pos + 1
+        generated[sample_of_row] = row_tokens
+        logprob[sample_of_row] = row_logprob
         pairs = zip(generated.tolist(), logprob.tolist(), strict=True)
-        steps = [self._step([t for t in seq if t >= 0], lp) for seq, lp in pairs]
-        return [steps[i * n : (i + 1) * n] for i in range(len(prompts))]
+        proposals = [self._step([t for t in seq if t >= 0], lp) for seq, lp in pairs]
+        return [proposals[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _step(self, tokens: list[int], logprob: float) -> Step:
         ended_by_eos = tokens[-1] == self.tokenizer.eos_token_id
