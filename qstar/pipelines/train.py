@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch.distributed as dist
+
 from qstar.errors import QstarError
 from qstar.io import atomic_write, read_jsonl
 from qstar.models import load_tokenizer, model_folder, save_checkpoint, value_model_from
@@ -22,6 +24,14 @@ COLUMNS = {
     "dpo": ("prompt", "chosen", "rejected"),
     "value": ("prompt", "completions", "labels"),
 }
+
+
+def finish_processes() -> None:
+    """Under a launcher: wait until the main process has written, then close the process group, so no process
+    exits while the others still use it (gloo aborts a process whose threads outlive it)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train(
@@ -69,4 +79,5 @@ def train(
         if base is not None:
             save_checkpoint(trained.model.unload(), tokenizer, base)
         atomic_write(Path(out) / "qstar_train.json", json.dumps(summary, indent=1).encode())
+    finish_processes()
     return {**summary, "main_process": trained.main_process}
