@@ -77,6 +77,12 @@ def test_train_model_of_another_family_than_the_server_is_refused_before_any_sea
         assert not (tmp_path / "r").exists()
 
 
+def test_a_train_model_that_holds_no_model_is_one_line(qstar, tmp_path):
+    with FaultServer() as server:
+        out = qstar("improve", "--policy", server.url, "--train-model", str(tmp_path), "--run-dir", str(tmp_path / "r"))
+    assert out.returncode == 2 and "no model at" in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

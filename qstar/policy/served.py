@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from qstar.errors import QstarError
-from qstar.models import is_adapter, load_tokenizer
+from qstar.models import is_adapter, load_tokenizer, model_folder
 from qstar.policy.openai import OpenAIPolicy, RequestFailed
 
 HOOKS = ("vllm-lora", "sglang")
@@ -39,7 +39,7 @@ def check_hook(how: str) -> None:
 def check_same_tokenizer(policy: OpenAIPolicy, model: str | Path) -> None:
     """Refuse a model folder whose tokenizer reads the probe texts differently from the server (another model
     family): the server's `usage.prompt_tokens` against the folder's tokenizer, a start-of-text token allowed."""
-    tokenizer = load_tokenizer(model)
+    tokenizer = load_tokenizer(model_folder(model))  # a path that holds no model is a one-line error
     for text in PROBES:
         try:
             served = policy.prompt_tokens(text)
