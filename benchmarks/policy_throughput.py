@@ -33,13 +33,14 @@ def matmul_rate(n: int, k: int, m: int, seconds: float = 1.0) -> float:
     """fp32 FLOP/s of `[n, k] @ [k, m]` on this machine (best of repeated timings over about `seconds`)."""
     a, b = torch.randn(n, k), torch.randn(k, m)
     a @ b  # warm-up
+    reps = max(1, int(2e8 // (2 * n * k * m)))  # about 0.2 GFLOP per timing
     best, spent = float("inf"), 0.0
     while spent < seconds:
         start = time.perf_counter()
-        for _ in range(max(1, int(2e8 // (2 * n * k * m)))):
+        for _ in range(reps):
             a @ b
         took = time.perf_counter() - start
-        best = min(best, took / max(1, int(2e8 // (2 * n * k * m))))
+        best = min(best, took / reps)
         spent += took
     return 2 * n * k * m / best
 

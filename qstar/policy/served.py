@@ -21,7 +21,7 @@ import httpx
 
 from qstar.errors import QstarError
 from qstar.models import is_adapter, load_tokenizer, model_folder
-from qstar.policy.openai import OpenAIPolicy, RequestFailed
+from qstar.policy.openai import OpenAIPolicy, RequestFailed, server_message
 
 HOOKS = ("vllm-lora", "sglang")
 PROBES = (  # texts whose token counts tell tokenizer families apart: prose, digits, code, accents, symbols
@@ -98,7 +98,7 @@ def ask(policy: OpenAIPolicy, path: str, body: dict, hint: str) -> dict:
     except httpx.HTTPError as error:
         raise QstarError(f"cannot reach {url}: {error}") from None
     if response.status_code >= 400 and "already been loaded" not in response.text:  # vLLM, on a resumed run
-        raise QstarError(f"HTTP {response.status_code} from {url}: {response.text.strip()[:300]} ({hint})")
+        raise QstarError(f"HTTP {response.status_code} from {url}: {server_message(response)} ({hint})")
     try:
         reply = response.json()
     except ValueError:
