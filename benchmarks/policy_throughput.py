@@ -9,7 +9,9 @@ measured in the same run.
 - Greedy: one step (to the separator) for `batch` prompts, the Game-of-24 test games at their first and second
   step. Sampled: `batch / 16` prompts with 16 samples each (temperature 1), the way searches draw children.
 - The `generate` column is transformers' `model.generate` on the same prompts, left-padded, stopping at the
-  separator; ratios are qstar / generate, and qstar's rate as a share of the compute bound.
+  separator; ratios are qstar / generate, and qstar's rate as a share of the compute bound. `qstar propose`
+  starts with an empty prefix cache; `next step` is the call a search makes next, each prompt extended by the
+  step just proposed, whose keys and values the policy kept (only the separator is computed again).
 """
 
 from __future__ import annotations
@@ -62,13 +64,26 @@ def prompts(count: int) -> list[str]:
     return (pool * (count // len(pool) + 1))[:count]
 
 
-def qstar_rate(policy: TinyPolicy, batch: list[str], n: int, repeats: int) -> float:
+def qstar_rate(policy: TinyPolicy, batch: list[str], n: int, repeats: int, follow: bool = False) -> float:
+    """Tokens/s of `propose(batch)` with the prefix cache emptied first; with `follow`, of the call after it instead:
+    each prompt extended by its first proposal (what a search asks next), whose keys the policy kept."""
+    temperature, tokens, seconds = (1.0 if n > 1 else 0.0), 0, 0.0
     policy.seed(0)
-    tokens, start = 0, time.perf_counter()
     for _ in range(repeats):
-        steps = policy.propose(batch, n=n, temperature=1.0 if n > 1 else 0.0)
+        policy.prefixes.clear()
+        if follow:
+            steps = policy.propose(batch, n=n, temperature=temperature)
+            asked = [
+                prompt + row[0].text + policy.tokenizer.convert_ids_to_tokens(policy.separator_id)
+                for prompt, row in zip(batch, steps, strict=True)
+            ]
+        else:
+            asked = batch
+        start = time.perf_counter()
+        steps = policy.propose(asked, n=n, temperature=temperature)
+        seconds += time.perf_counter() - start
         tokens += sum(s.tokens for row in steps for s in row)
-    return tokens / (time.perf_counter() - start)
+    return tokens / seconds
 
 
 @torch.inference_mode()
@@ -112,7 +127,7 @@ def main() -> None:
         f"(model shape {shaped / 1e9:.0f}), {per_token / 1e6:.2f} MFLOP a token, compute bound {bound:,.0f} tok/s"
     )
     table = Table(title=title)
-    for col in ("mode", "batch", "qstar propose", "model.generate", "ratio", "share of bound"):
+    for col in ("mode", "batch", "qstar propose", "model.generate", "ratio", "share of bound", "next step", "share"):
         table.add_column(col, justify="right")
     for mode, n in (("greedy", 1), ("sampled n=16", SAMPLES)):
         for size in map(int, args.batches.split(",")):
@@ -121,9 +136,10 @@ def main() -> None:
             batch = prompts(size // n)
             qstar_rate(policy, batch, n, 1), generate_rate(policy, batch, n, 1)  # warm-up
             ours, theirs = qstar_rate(policy, batch, n, args.repeats), generate_rate(policy, batch, n, args.repeats)
-            shares = f"{ours / theirs:.1f}x", f"{ours / bound:.0%}"
+            following = qstar_rate(policy, batch, n, args.repeats, follow=True)
+            shares = f"{ours / theirs:.1f}x", f"{ours / bound:.0%}", f"{following:,.0f}", f"{following / bound:.0%}"
             table.add_row(mode, str(size), f"{ours:,.0f}", f"{theirs:,.0f}", *shares)
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from qstar.errors import BackendError
+from qstar.policy import load_policy
+from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
 from qstar.policy.tiny import TinyPolicy
 from qstar.policy.tokenizer import CHARS, char_tokenizer
 
@@ -143,3 +145,54 @@ def test_the_hf_backend_computes_a_shared_prompt_once_with_the_same_steps(random
     assert [s.text for s in runs[True]] == [s.text for s in runs[False]]
     assert [s.tokens for s in runs[True]] == [s.tokens for s in runs[False]]
     assert all(abs(a.logprob - b.logprob) < 1e-4 for a, b in zip(runs[True], runs[False], strict=True))
+
+
+def test_prefix_cache_gives_the_same_steps_and_computes_only_the_new_tokens(monkeypatch):
+    """A search's next prompt is its last prompt plus the step just proposed: with the prefix cache its prefill is
+    the separator alone, and greedy and seeded sampled steps equal those computed from scratch."""
+    runs, prefill = {}, {}
+    for megabytes in (0, 512):
+        policy = load_policy("tiny", prefix_cache_mb=megabytes)
+        widths = []
+        forward = policy.decoder.forward
+        monkeypatch.setattr(
+            policy.decoder, "forward", lambda ids, *a, f=forward, w=widths: w.append(ids.shape[1]) or f(ids, *a)
+        )
+        prompts, steps = list(PREFIXES), []
+        for _ in range(3):  # three greedy steps along each game
+            calls, longest = len(widths), max(map(len, prompts)) + 1  # + BOS
+            row = [r[0] for r in policy.propose(prompts)]
+            prefill[megabytes] = (widths[calls], longest)
+            steps += row
+            prompts = [p + s.text + "\n" for p, s in zip(prompts, row, strict=True)]
+        policy.seed(7)
+        first = policy.propose(PREFIXES[:2], n=3, temperature=1.0)
+        steps += [s for r in first for s in r]
+        extended = [p + s.text + "\n" for p, r in zip(PREFIXES[:2], first, strict=True) for s in r]
+        steps += [s for r in policy.propose(extended, n=2, temperature=1.0) for s in r]
+        runs[megabytes] = steps
+    assert prefill[0][0] == prefill[0][1] and prefill[512][0] == 1  # with the cache: the separator alone
+    assert [s.text for s in runs[512]] == [s.text for s in runs[0]]
+    assert [s.tokens for s in runs[512]] == [s.tokens for s in runs[0]]
+    assert all(abs(a.logprob - b.logprob) < 1e-4 for a, b in zip(runs[512], runs[0], strict=True))
+
+
+def test_prefix_cache_finds_the_longest_prefix_and_evicts_the_least_recently_used():
+    def entry(ids):
+        kv = torch.full((1, 1, len(ids), 2), float(len(ids)))
+        return tuple(ids), prefix_hashes(ids)[-1], kv, kv.clone()
+
+    cache = PrefixCache(max_bytes=2 * 4 * 2 * 10)  # keys and values of ten tokens in all
+    cache.add(*entry([1, 2, 3]))
+    cache.add(*entry([1, 2, 3, 4, 5]))
+    asked = [1, 2, 3, 4, 5, 6]
+    length, keys, _ = cache.longest(asked, prefix_hashes(asked), limit=5)
+    assert length == 5 and keys.shape[2] == 5
+    length, keys, _ = cache.longest([1, 2, 3, 4, 5], prefix_hashes([1, 2, 3, 4, 5]), limit=4)  # cut to the limit
+    assert length == 4 and keys.shape[2] == 4 and keys[0, 0, 0, 0] == 5
+    cache.longest([1, 2, 3], prefix_hashes([1, 2, 3]), limit=2)  # [1, 2, 3] used last
+    cache.add(*entry([7, 8, 9]))  # over ten tokens: the least recently used, [1..5], goes
+    assert len(cache) == 2 and cache.longest(asked, prefix_hashes(asked), limit=5)[0] == 3
+    ids, _, kv, _ = entry([4, 4])
+    cache.add(ids, prefix_hashes([9, 9])[-1], kv, kv)  # a key whose tokens differ is never served
+    assert cache.longest([9, 9, 1], prefix_hashes([9, 9, 1]), limit=2) == (0, None, None)

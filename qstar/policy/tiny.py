@@ -11,6 +11,7 @@ from qstar.checkpoints import DEFAULT_POLICY
 from qstar.models import load_causal_lm, load_tokenizer
 from qstar.policy.base import propose_batch
 from qstar.policy.decoding import LlamaDecoder
+from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.types import Step
 
@@ -44,6 +45,7 @@ class TinyPolicy:
         separator: str = "\n",
         max_step_tokens: int = 40,
         seed: int = 0,
+        prefix_cache_mb: int = 512,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -55,6 +57,7 @@ class TinyPolicy:
         self.context = model.config.max_position_embeddings
         self.device = model.device  # proposals run where the model's weights are (CPU or CUDA)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.prefixes = PrefixCache(prefix_cache_mb << 20)  # a search's next prompt extends its last: reuse its keys
 
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, device: str | None = None, **kwargs) -> TinyPolicy:
@@ -65,7 +68,9 @@ class TinyPolicy:
         return cls(model, load_tokenizer(path), **kwargs)
 
     def seed(self, seed: int) -> None:
+        """Reseed sampling and empty the prefix cache, so what follows depends on nothing run before."""
         self.generator.manual_seed(seed)
+        self.prefixes.clear()
 
     def prepare(self, prefix: str) -> tuple[list[int], str]:
         """A prefix's token ids after BOS, and why it cannot be continued ("" when it can)."""
@@ -83,27 +88,38 @@ class TinyPolicy:
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], n: int, temperature: float) -> list[list[Step]]:
         """`n` steps after each prompt (token ids, each shorter than the context); identical prompts share one
-        prefill, and every row samples on its own."""
+        prefill, a prompt's longest cached prefix is not computed again, and every row samples on its own."""
         slot = {p: i for i, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
         encoded = list(slot)
         width = max(map(len, encoded))
         length = min(width + self.max_step_tokens, self.context)
+        lefts = [width - len(seq) for seq in encoded]  # rows are left-padded to `width`
+        hashes = [prefix_hashes(seq) for seq in encoded]
+        hits = [self.prefixes.longest(seq, h, len(seq) - 1) for seq, h in zip(encoded, hashes, strict=True)]
+        start = min(left + hit[0] for left, hit in zip(lefts, hits, strict=True))  # first slot a row must compute
         ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id)
         valid = torch.zeros((len(encoded), width), dtype=torch.bool)
         for row, seq in enumerate(encoded):
-            ids[row, width - len(seq) :] = torch.tensor(seq)
-            valid[row, width - len(seq) :] = True
+            ids[row, lefts[row] :] = torch.tensor(seq)
+            valid[row, lefts[row] :] = True
         dev = self.device
         ids, valid = ids.to(dev), valid.to(dev)
         positions = (valid.cumsum(1) - 1).clamp(min=0)
         causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
         mask = (causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=dev)))[:, None]
         cache = self.decoder.new_cache(len(encoded), length)
-        logits = self.decoder.forward(ids, positions, cache, 0, mask)
+        if start:
+            cache[0][:, :, :, :start], cache[1][:, :, :, :start] = 0, 0  # padding is read (masked): no NaN garbage
+            for row, (cached, keys, values) in enumerate(hits):
+                if cached:
+                    cache[0][:, row, :, lefts[row] : lefts[row] + cached] = keys
+                    cache[1][:, row, :, lefts[row] : lefts[row] + cached] = values
+        logits = self.decoder.forward(ids[:, start:], positions[:, start:], cache, start, mask[:, :, start:])
 
         # each prefix's cache and last logits are shared by its n samples (and by its repeats)
-        rows = torch.tensor([slot[tuple(p)] for p in prompts], device=dev).repeat_interleave(n)
-        keys, values = cache[0][:, rows], cache[1][:, rows]
+        prompt_of = [slot[tuple(p)] for p in prompts for _ in range(n)]
+        rows = torch.tensor(prompt_of, device=dev)
+        keys, values = cache if len(rows) == len(encoded) else (cache[0][:, rows], cache[1][:, rows])
         logits, next_pos = logits[rows], positions[rows, -1] + 1
         key_mask = torch.cat([valid[rows], torch.ones(len(rows), length - width, dtype=torch.bool, device=dev)], dim=1)
         steps = length - width
@@ -113,6 +129,8 @@ class TinyPolicy:
         row_tokens = generated.clone()  # by current row: no boolean indexing in the loop
         row_logprob = logprob.clone()
         running = torch.ones(len(rows), dtype=torch.bool, device=dev)
+        remember = self.prefixes.max_bytes > 0
+        by_sample = [(encoded[i], lefts[i], hashes[i]) for i in prompt_of]
         for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
             if temperature > 0:
@@ -130,6 +148,10 @@ class TinyPolicy:
                 done, keep = (~running).nonzero().squeeze(1), running.nonzero().squeeze(1)
                 generated[sample_of_row[done]] = row_tokens[done]
                 logprob[sample_of_row[done]] = row_logprob[done]
+                if remember:
+                    self.remember(
+                        keys, values, done.tolist(), sample_of_row[done].tolist(), row_tokens[done], by_sample
+                    )
                 sample_of_row, running, token = sample_of_row[keep], running[keep], token[keep]
                 next_pos, row_tokens, row_logprob = next_pos[keep], row_tokens[keep], row_logprob[keep]
                 keys, values, key_mask = keys[:, keep], values[:, keep], key_mask[keep]
@@ -138,9 +160,27 @@ class TinyPolicy:
             next_pos = next_pos + 1
         generated[sample_of_row] = row_tokens
         logprob[sample_of_row] = row_logprob
-        pairs = zip(generated.tolist(), logprob.tolist(), strict=True)
-        proposals = [self._step([t for t in seq if t >= 0], lp) for seq, lp in pairs]
+        if remember:
+            self.remember(keys, values, range(len(sample_of_row)), sample_of_row.tolist(), row_tokens, by_sample)
+        sequences = [[t for t in seq if t >= 0] for seq in generated.tolist()]
+        proposals = [self._step(seq, lp) for seq, lp in zip(sequences, logprob.tolist(), strict=True)]
         return [proposals[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def remember(self, keys, values, rows, samples: list[int], tokens: torch.Tensor, by_sample: list) -> None:
+        """Keep finished samples' prompt + step in the prefix cache, up to the separator (sampled, never fed): a
+        search's next prompt starts with exactly these tokens. `rows` index `keys`/`values` and `tokens`, `samples`
+        index `by_sample` (each sample's prompt ids, left padding and prefix hashes)."""
+        for row, sample, generated in zip(rows, samples, tokens.tolist(), strict=True):
+            fed = [t for t in generated if t >= 0]
+            if not fed or fed.pop() != self.separator_id:
+                continue  # a finished solution or a cut-off step: no search extends it
+            prompt, left, hashes = by_sample[sample]
+            key = prefix_hashes(fed, hashes[-1])[-1] if fed else hashes[-1]
+            if self.prefixes.touch(key):
+                continue
+            end = left + len(prompt) + len(fed)
+            kept = keys[:, row, :, left:end].clone(), values[:, row, :, left:end].clone()
+            self.prefixes.add((*prompt, *fed), key, *kept)
 
     def _step(self, tokens: list[int], logprob: float) -> Step:
         ended_by_eos = tokens[-1] == self.tokenizer.eos_token_id
