@@ -7,6 +7,9 @@
   trajectories) or `hard` (1 if any descendant is verified, as Math-Shepherd's hard estimation).
 - Step-level preferences: `prompt`/`chosen`/`rejected`, sibling steps under the same prefix whose values
   differ by at least `margin`.
+- Search targets (AlphaZero's policy improvement): `prompt`/`completion` pairs of one step, at every node where
+  the search compared children, each child its labels rank best — the policy learns the choice the search made
+  with the verifier's hindsight, not only the solutions it happened to finish.
 """
 
 from __future__ import annotations
@@ -105,6 +108,28 @@ def preference_records(trees: Iterable[Tree], task: Task, margin: float = 0.3) -
                         "rejected": lo.step.text + task.separator,
                     }
                 )
+    return records
+
+
+def search_target_records(trees: Iterable[Tree], task: Task, kind: str = "hard") -> list[dict]:
+    """One-step SFT records: at each node with two or more labelled children, every child whose label is the best
+    among them and above 0 (with `hard` labels: every step from which the search verified a solution), as the
+    completion of the prefix above it. Deduplicated; the root's records are the first steps that keep the problem
+    solvable, the choice greedy decoding gets wrong most."""
+    seen, records = set(), []
+    for tree in trees:
+        values = node_values(tree, kind)
+        for node in tree.nodes():
+            kids = [c for c in node.children if c in values]
+            best = max((values[c] for c in kids), default=0.0)
+            if len(kids) < 2 or best <= 0:
+                continue
+            prompt = task.render(tree.problem, node.texts())
+            for child in kids:
+                record = (prompt, child.step.text + task.separator)
+                if values[child] == best and record not in seen:
+                    seen.add(record)
+                    records.append({"prompt": record[0], "completion": record[1]})
     return records
 
 

@@ -6,7 +6,7 @@ import torch
 from transformers import GPT2Config, GPT2ForTokenClassification, GPT2LMHeadModel
 
 from qstar.policy.tokenizer import char_tokenizer
-from qstar.records import node_values, preference_records, sft_records, value_records
+from qstar.records import node_values, preference_records, search_target_records, sft_records, value_records
 from qstar.scorers import RolloutScorer
 from qstar.scorers.value import ValueScorer
 from qstar.search import get_search, run_search
@@ -49,6 +49,18 @@ def test_records_from_trees(trees):
     for node, value in v.items():
         if node.terminal:
             assert value == node.reward
+
+
+def test_search_targets_are_the_steps_the_search_verified_below(trees):
+    """Every one-step target lies on a verified solution of its tree (hard labels); the root has some."""
+    targets = search_target_records(trees, TASK)
+    solved = [TASK.render(t.problem, s.texts()) for t in trees for s in t.solutions()]
+    assert targets and len({(r["prompt"], r["completion"]) for r in targets}) == len(targets)
+    for r in targets:
+        assert r["completion"].count(TASK.separator) == 1 and r["completion"].endswith(TASK.separator)
+        assert any(full.startswith(r["prompt"] + r["completion"]) for full in solved)
+    roots = {TASK.render(t.problem, []) for t in trees}
+    assert any(r["prompt"] in roots for r in targets) and any(r["prompt"] not in roots for r in targets)
 
 
 def models(kind: str):

@@ -44,7 +44,7 @@ from qstar.pipelines.improve_config import ImproveConfig
 from qstar.pipelines.launch import launch_command, launch_training
 from qstar.policy import Policy, load_policy
 from qstar.policy.served import check_hook, check_same_tokenizer, reload_server
-from qstar.records import preference_records, sft_records, value_records
+from qstar.records import preference_records, search_target_records, sft_records, value_records
 from qstar.scorers import RolloutScorer, Scorer, get_scorer
 from qstar.search import get_search
 from qstar.tasks import get_task
@@ -218,6 +218,8 @@ class Improve:
         write_jsonl(self.it(k) / "preferences.jsonl", preference_records(trees, self.task, self.cfg.preference_margin))
         cfg = self.cfg
         sft = sft_records(earlier + trees, self.task, hindsight=cfg.hindsight, per_problem=cfg.sft_per_problem)
+        if cfg.search_targets:
+            sft += search_target_records(earlier + trees, self.task, cfg.value_labels)
         write_jsonl(self.it(k) / "sft.jsonl", sft)
 
     def train_policy(self, k: int) -> None:

@@ -46,6 +46,11 @@ class ImproveConfig:
     data_budget: int = option(2000, "generated tokens per train problem")
     rollouts: int = option(2, "Monte-Carlo rollouts per scored step until a value model exists")
     hindsight: bool = option(False, "also learn from legal plays relabelled with the target they reached")
+    search_targets: bool = option(
+        False,
+        "also fine-tune the policy toward the search's choices: at every node where it compared steps, each step "
+        "its labels rank best (AlphaZero's policy improvement; one-step SFT records beside the verified solutions)",
+    )
     eval_search: str = option("best-of-n", "the search evaluated beside greedy")
     eval_search_args: dict = option({}, 'its hyper-parameters as JSON, e.g. {"root_k": 16}')
     eval_budget: int = option(2000, "generated tokens per evaluation problem")
