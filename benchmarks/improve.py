@@ -1,7 +1,7 @@
 """The self-improvement benchmark: `qstar improve` (from the rules-only checkpoint by default), then its
 ablations, one table. The recipes of the shipped checkpoints are config files in configs/.
 
-    python benchmarks/improve.py                       # the README demo's settings on 2 cores, then the ablations
+    python benchmarks/improve.py                       # improve_config.py's defaults on 2 cores, then the ablations
     python benchmarks/improve.py --config configs/tiny-improved-1-gpu.toml --run-dir runs/g    # first leg (CUDA)
     python benchmarks/improve.py --config configs/tiny-improved-2-gpu.toml --run-dir runs/g2   # second
     python benchmarks/improve.py --config configs/tiny-improved-3-cpu.toml --run-dir runs/d1   # third (2 cores)
@@ -52,7 +52,11 @@ def ratio(x: float | None, base: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="a qstar improve config file (default: the demo's settings)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a qstar improve config file (default: improve_config.py's defaults; configs/demo.toml is the demo's)",
+    )
     parser.add_argument("--run-dir", default=None, help="default runs/bench-improve-CONFIG")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--iterations", type=int, default=None, help="override the config's iterations")

@@ -151,6 +151,14 @@ def test_a_start_value_model_guides_the_first_search(tmp_path):
     assert isinstance(Improve(small_config(), tmp_path / "b").scorer(0, run.policy(0)), RolloutScorer)
 
 
+def test_the_demo_config_is_a_valid_run_with_the_search_targets():
+    """configs/demo.toml, what scripts/demo.sh runs, is a valid run (every name and value checked before any work)."""
+    from qstar.config import from_dict, read_config_file
+
+    cfg = from_dict(ImproveConfig, read_config_file(Path(__file__).resolve().parents[1] / "configs" / "demo.toml"))
+    assert cfg.search_targets and cfg.policy == "tiny-rules" and cfg.eval_search == "dfs-wide"
+
+
 def test_the_configs_reproduce_the_recipes_of_the_shipped_checkpoints():
     """configs/tiny-improved-K-*.toml hold the settings each leg of the shipped checkpoints ran with, as recorded
     in its qstar_improve.json (fields renamed since; the starting folders are the previous leg's run)."""
