@@ -13,6 +13,11 @@ from collections.abc import Sequence
 import torch
 
 
+def entry_bytes(keys: torch.Tensor) -> int:
+    """Memory of an entry: its keys and its values (the same shape)."""
+    return 2 * keys.numel() * keys.element_size()
+
+
 def prefix_hashes(ids: Sequence[int], seed: int = 0) -> list[int]:
     """`hash(ids[:k])` for k = 1..len(ids), chained so that a sequence and its extensions share the first ones."""
     hashes, h = [], seed
@@ -37,7 +42,9 @@ class PrefixCache:
         self.entries.clear()
         self.bytes = 0
 
-    def longest(self, ids: Sequence[int], hashes: list[int], limit: int) -> tuple[int, torch.Tensor | None, ...]:
+    def longest(
+        self, ids: Sequence[int], hashes: list[int], limit: int
+    ) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
         """The longest cached prefix of `ids`, cut to at most `limit` tokens: `(length, keys, values)`, or
         `(0, None, None)` when none is cached. `hashes` are `prefix_hashes(ids)`."""
         if self.max_bytes > 0:
@@ -58,14 +65,14 @@ class PrefixCache:
 
     def add(self, ids: tuple[int, ...], key: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Keep `ids`' keys and values (contiguous copies the caller no longer writes) under `key = hash chain`."""
-        size = 2 * keys.numel() * keys.element_size()
+        size = entry_bytes(keys)
         if size > self.max_bytes:
             return
         old = self.entries.pop(key, None)
         if old is not None:
-            self.bytes -= 2 * old[1].numel() * old[1].element_size()
+            self.bytes -= entry_bytes(old[1])
         self.entries[key] = (ids, keys, values)
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, (_, k, _) = self.entries.popitem(last=False)
-            self.bytes -= 2 * k.numel() * k.element_size()
+            self.bytes -= entry_bytes(k)
