@@ -106,6 +106,24 @@ def test_sampling_is_seeded(shipped_policy):
     assert a == b
 
 
+def test_a_seeded_prefix_samples_the_same_steps_in_any_batch(shipped_policy, random_model):
+    """With `seeds`, a prefix's samples depend on its seed alone: the same steps alone or among other prefixes, on
+    the tiny and the HF backends; another seed draws other steps."""
+    from qstar.policy.hf import HFPolicy
+
+    model, tokenizer = random_model
+    for policy in (shipped_policy, HFPolicy(model, tokenizer, max_step_tokens=12)):
+        policy.seed(0)
+        batch = policy.propose(PREFIXES, n=4, temperature=1.0, seeds=[11, 12, 13])
+        policy.seed(1)
+        alone = [policy.propose([p], n=4, temperature=1.0, seeds=[s])[0] for p, s in zip(PREFIXES, [11, 12, 13])]
+        assert [[s.text for s in row] for row in alone] == [[s.text for s in row] for row in batch]
+        other = policy.propose(PREFIXES, n=4, temperature=1.0, seeds=[21, 22, 23])
+        assert [[s.text for s in row] for row in other] != [[s.text for s in row] for row in batch]
+        with pytest.raises(ValueError, match="one per prefix"):
+            policy.propose(PREFIXES, n=1, temperature=1.0, seeds=[1])
+
+
 def test_the_backend_contract_greedy_repeats_and_failing_items(shipped_policy):
     """As on every backend: a greedy step is generated once and repeated at no cost; each occurrence of a prefix
     samples on its own above temperature 0; a prompt the context cannot hold fails alone (BackendError)."""

@@ -1,13 +1,18 @@
 """The Policy protocol, the backend contract every policy keeps, and the registry of backends.
 
-The contract: `propose(prefixes, n, temperature)` returns `n` steps for each prefix, in order. At temperature 0
-one step is generated per prefix and repeated `n` times, the repeats costing 0 tokens; above 0 every occurrence
-of a prefix gets `n` samples of its own. A prefix the backend cannot serve (a prompt longer than the context, a
-request that keeps failing) fails alone: `BackendError` names it and carries the other prefixes' steps.
+The contract: `propose(prefixes, n, temperature, seeds)` returns `n` steps for each prefix, in order. At
+temperature 0 one step is generated per prefix and repeated `n` times, the repeats costing 0 tokens; above 0 every
+occurrence of a prefix gets `n` samples of its own. With `seeds` (one per prefix) a prefix's samples depend on its
+seed alone, not on what else shares the call, so a problem searched in any batch, process or worker gets the same
+steps; without, they come from the policy's own stream (`seed()`). A prefix the backend cannot serve (a prompt
+longer than the context, a request that keeps failing) fails alone: `BackendError` names it and carries the other
+prefixes' steps.
 """
 
 from __future__ import annotations
 
+import inspect
+import random
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -27,8 +32,11 @@ class Policy(Protocol):
         """Make sampling reproducible from here on."""
         ...
 
-    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
-        """`n` steps after each prefix; may raise `BackendError` naming the prefixes that failed."""
+    def propose(
+        self, prefixes: list[str], n: int = 1, temperature: float = 0.0, seeds: list[int] | None = None
+    ) -> list[list[Step]]:
+        """`n` steps after each prefix (sampled from its seed, when given); may raise `BackendError` naming the
+        prefixes that failed."""
         ...
 
 
@@ -46,11 +54,12 @@ def propose_batch(
     n: int,
     temperature: float,
     prepare: Callable[[str], tuple[Item, str]],
-    generate: Callable[[list[Item], int], list[list[Step]]],
+    generate: Callable[[list[Item], int, list[int]], list[list[Step]]],
+    seeds: list[int] | None = None,
 ) -> list[list[Step]]:
     """The contract above for a backend that generates a whole batch at once: `prepare(prefix)` gives the
-    backend's input (e.g. token ids) and why it cannot serve it ("" when it can); `generate(items, draws)` gives
-    `draws` steps per item."""
+    backend's input (e.g. token ids) and why it cannot serve it ("" when it can); `generate(items, draws, seeds)`
+    gives `draws` steps per item, sampled from the item's seed (greedy when temperature is 0)."""
     prepared = {p: prepare(p) for p in dict.fromkeys(prefixes)}
     failed = {i: prepared[p][1] for i, p in enumerate(prefixes) if prepared[p][1]}
     fitting = [i for i in range(len(prefixes)) if i not in failed]
@@ -59,14 +68,30 @@ def propose_batch(
         pass
     elif temperature == 0:
         distinct = list(dict.fromkeys(prefixes[i] for i in fitting))
-        generated = dict(zip(distinct, generate([prepared[p][0] for p in distinct], 1), strict=True))
+        generated = dict(zip(distinct, generate([prepared[p][0] for p in distinct], 1, []), strict=True))
         for i in fitting:
             (step,) = generated[prefixes[i]]
             results[i] = [step] + [repeat(step)] * (n - 1)
     else:
-        sampled = generate([prepared[prefixes[i]][0] for i in fitting], n)
+        sampled = generate([prepared[prefixes[i]][0] for i in fitting], n, [seeds[i] for i in fitting] if seeds else [])
         for i, steps in zip(fitting, sampled, strict=True):
             results[i] = steps
     if failed:  # only those problems end, with the reason; the rest of the batch goes on
         raise BackendError(failed, results)
     return results  # type: ignore[return-value]
+
+
+def prefix_seeds(prefixes: list[str], seeds: list[int] | None, stream: random.Random) -> list[int]:
+    """The seed of each prefix: its own, when given (checked: one per prefix), else the next of the policy's
+    stream."""
+    if seeds is None:
+        return [stream.getrandbits(63) for _ in prefixes]
+    if len(seeds) != len(prefixes):
+        raise ValueError(f"{len(seeds)} seeds for {len(prefixes)} prefixes: give one per prefix")
+    return list(seeds)
+
+
+def takes_seeds(method: Callable) -> bool:
+    """Whether a policy's `propose` or a scorer's `score` accepts `seeds` (plug-ins written before it may not)."""
+    params = inspect.signature(method).parameters
+    return "seeds" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -9,12 +9,15 @@ own tail, not the whole prompt again; the outputs are the same (tested).
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 
 import torch
 from transformers import (
     DynamicCache,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
@@ -23,7 +26,8 @@ from transformers import (
 
 from qstar.errors import QstarError
 from qstar.models import best_device, load_causal_lm, load_tokenizer, model_folder
-from qstar.policy.base import propose_batch
+from qstar.policy.base import prefix_seeds, propose_batch
+from qstar.policy.sampling import inverse_cdf, seeded_uniforms
 from qstar.types import Step, split_prefix
 
 MIN_SHARED = 16  # the fewest shared prompt tokens worth a cache of their own
@@ -39,6 +43,19 @@ class StepEnd(StoppingCriteria):
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
         done = [self.separator in text.lstrip(self.separator) for text in texts]
         return torch.tensor(done, device=input_ids.device)
+
+
+class SeededSampling(LogitsProcessor):
+    """Samples each row's next token from the row's own uniform draws (see `qstar.policy.sampling`) and leaves
+    only it possible, so greedy decoding takes it: a row's samples depend on its seed, not on the batch."""
+
+    def __init__(self, uniform: torch.Tensor, start: int, temperature: float):
+        self.uniform, self.start, self.temperature = uniform, start, temperature
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        token = inverse_cdf(probs, self.uniform[:, input_ids.shape[1] - self.start])
+        return torch.full_like(scores, float("-inf")).scatter_(1, token[:, None], 0.0)
 
 
 class HFPolicy:
@@ -85,7 +102,8 @@ class HFPolicy:
         return cls(model, load_tokenizer(path), **kwargs)
 
     def seed(self, seed: int) -> None:
-        torch.manual_seed(seed)
+        """Reseed the stream that seeds prefixes sampled without a seed of their own."""
+        self.stream = random.Random(seed)
 
     def text(self, prefix: str) -> str:
         """The model's input for a prefix: the prefix itself, or its chat rendering."""
@@ -106,18 +124,21 @@ class HFPolicy:
         return ids, self.overflow(len(ids))
 
     @torch.inference_mode()
-    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
+    def propose(
+        self, prefixes: list[str], n: int = 1, temperature: float = 0.0, seeds: list[int] | None = None
+    ) -> list[list[Step]]:
         """`n` next steps per prefix (see `qstar.policy.base` for the contract). Log-probs are under the
         untempered model; a step ends at its first separator after non-blank text."""
 
-        def generate(prompts: list[list[int]], draws: int) -> list[list[Step]]:
+        def generate(prompts: list[list[int]], draws: int, row_seeds: list[int]) -> list[list[Step]]:
             per_call = max(1, self.batch_size // draws)
             out: list[list[Step]] = []
             for i in range(0, len(prompts), per_call):
-                out += self._generate(prompts[i : i + per_call], draws, temperature)
+                out += self._generate(prompts[i : i + per_call], draws, temperature, row_seeds[i : i + per_call])
             return out
 
-        return propose_batch(prefixes, n, temperature, self.prepare, generate)
+        seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
+        return propose_batch(prefixes, n, temperature, self.prepare, generate, seeds)
 
     def overflow(self, length: int) -> str:
         """Why a prompt of `length` tokens cannot be continued within the model's context, or "" when it can."""
@@ -125,23 +146,25 @@ class HFPolicy:
             return ""
         return f"prompt of {length} tokens + a {self.max_step_tokens}-token step exceeds the context of {self.context}"
 
-    def _generate(self, prompts: list[list[int]], n: int, temperature: float) -> list[list[Step]]:
+    def _generate(self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int]) -> list[list[Step]]:
+        """`n` steps per prompt: greedy at temperature 0, else sampled from each prompt's seed."""
         rows = [p for p in prompts for _ in range(n)]  # every sample a row of its own, as num_return_sequences does
         inputs = self.batch(rows)
         width = inputs["input_ids"].shape[1]
+        sampling = LogitsProcessorList()
+        if temperature > 0:
+            uniform = seeded_uniforms(seeds, n, self.max_step_tokens, self.model.device)
+            sampling.append(SeededSampling(uniform, width, temperature))
         config = GenerationConfig(
             max_new_tokens=self.max_step_tokens,
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            top_k=0 if temperature > 0 else None,
-            top_p=1.0 if temperature > 0 else None,
+            do_sample=False,  # sampling is SeededSampling's: greedy takes the one token it leaves
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids),
             return_dict_in_generate=True,
             output_logits=True,
         )
         stop = StoppingCriteriaList([StepEnd(self.tokenizer, width, self.separator)])
-        out = self.model.generate(**inputs, generation_config=config, stopping_criteria=stop)
+        out = self.model.generate(**inputs, generation_config=config, stopping_criteria=stop, logits_processor=sampling)
         new = out.sequences[:, width:]
         logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).gather(2, new[..., None]).squeeze(2)
         steps = [self._step(ids, lp) for ids, lp in zip(new.tolist(), logp.tolist(), strict=True)]

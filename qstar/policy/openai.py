@@ -29,6 +29,7 @@ import httpx
 
 from qstar.errors import BackendError, QstarError
 from qstar.policy.base import repeat
+from qstar.seeds import derive_seed
 from qstar.types import Step, split_prefix
 
 BLANK_ROUNDS = 4  # a step that is only blank lines is continued at most this many times
@@ -136,10 +137,15 @@ class OpenAIPolicy:
 
     # -- proposing ---------------------------------------------------------------------------------------
 
-    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
-        """`n` steps after each prefix; raises `BackendError` naming the prefixes whose requests failed."""
+    def propose(
+        self, prefixes: list[str], n: int = 1, temperature: float = 0.0, seeds: list[int] | None = None
+    ) -> list[list[Step]]:
+        """`n` steps after each prefix; raises `BackendError` naming the prefixes whose requests failed. With
+        `seeds`, each prefix's requests carry seeds derived from its own (servers that honour them repeat)."""
         if not prefixes:
             return []
+        if seeds is not None and len(seeds) != len(prefixes):
+            raise ValueError(f"{len(seeds)} seeds for {len(prefixes)} prefixes: give one per prefix")
         if self.model is None:
             try:
                 self.model = self.first_model()
@@ -157,7 +163,8 @@ class OpenAIPolicy:
             pending: dict[Future, Job] = {}
 
             def submit(job: Job) -> None:
-                pending[pool.submit(self.request, prefixes[job.index], job, temperature)] = job
+                seed = seeds[job.index] if seeds is not None else None
+                pending[pool.submit(self.request, prefixes[job.index], job, temperature, seed)] = job
 
             for i in unique:
                 if self._ignores_n:
@@ -203,8 +210,9 @@ class OpenAIPolicy:
             raise BackendError(dict(sorted(failed.items())), results)
         return results  # type: ignore[return-value]
 
-    def request(self, prefix: str, job: Job, temperature: float) -> list[tuple[Step, str]]:
-        """One request for `len(job.slots)` samples after `prefix + job.lead`: (step, raw text) per choice."""
+    def request(self, prefix: str, job: Job, temperature: float, seed: int | None = None) -> list[tuple[Step, str]]:
+        """One request for `len(job.slots)` samples after `prefix + job.lead`: (step, raw text) per choice; its
+        seed from the prefix's `seed` when given, else from the policy's."""
         body: dict[str, Any] = {
             "model": self.model,
             "n": len(job.slots),
@@ -213,7 +221,9 @@ class OpenAIPolicy:
             "stop": [self.separator],
             **self.extra_body,
         }
-        if self._seed is not None:  # distinct per call, prefix, sample and round; the same on every retry
+        if seed is not None:  # distinct per prefix, sample and round; the same on every retry
+            body["seed"] = derive_seed(seed, job.slots[0], job.rounds) % 2**31
+        elif self._seed is not None:  # distinct per call, prefix, sample and round; the same on every retry
             body["seed"] = hash((self._seed, self._calls, job.index, job.slots[0], job.rounds)) % 2**31
         if self.chat:
             question, steps = split_prefix(prefix)

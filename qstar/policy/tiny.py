@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -9,9 +10,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from qstar.checkpoints import DEFAULT_POLICY
 from qstar.models import load_causal_lm, load_tokenizer
-from qstar.policy.base import propose_batch
+from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.decoding import LlamaDecoder
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
+from qstar.policy.sampling import inverse_cdf, seeded_uniforms
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.types import Step
 
@@ -56,7 +58,7 @@ class TinyPolicy:
         self.max_step_tokens = max_step_tokens
         self.context = model.config.max_position_embeddings
         self.device = model.device  # proposals run where the model's weights are (CPU or CUDA)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.stream = random.Random(seed)  # seeds of prefixes sampled without one of their own
         self.prefixes = PrefixCache(prefix_cache_mb << 20)  # a search's next prompt extends its last: reuse its keys
 
     @classmethod
@@ -69,7 +71,7 @@ class TinyPolicy:
 
     def seed(self, seed: int) -> None:
         """Reseed sampling and empty the prefix cache, so what follows depends on nothing run before."""
-        self.generator.manual_seed(seed)
+        self.stream.seed(seed)
         self.prefixes.clear()
 
     def prepare(self, prefix: str) -> tuple[list[int], str]:
@@ -78,17 +80,22 @@ class TinyPolicy:
         too_long = f"prompt of {len(ids)} tokens does not fit the model's context of {self.context}"
         return ids, too_long if len(ids) >= self.context else ""
 
-    def propose(self, prefixes: list[str], n: int = 1, temperature: float = 0.0) -> list[list[Step]]:
+    def propose(
+        self, prefixes: list[str], n: int = 1, temperature: float = 0.0, seeds: list[int] | None = None
+    ) -> list[list[Step]]:
         """`n` next steps for each prefix (see `qstar.policy.base` for the contract); greedy at temperature 0.
         Log-probs are under the untempered model."""
-        return propose_batch(
-            prefixes, n, temperature, self.prepare, lambda rows, k: self.generate(rows, k, temperature)
-        )
+        seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
+        generate = lambda rows, k, row_seeds: self.generate(rows, k, temperature, row_seeds)  # noqa: E731
+        return propose_batch(prefixes, n, temperature, self.prepare, generate, seeds)
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], n: int, temperature: float) -> list[list[Step]]:
+    def generate(
+        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int] | None = None
+    ) -> list[list[Step]]:
         """`n` steps after each prompt (token ids, each shorter than the context); identical prompts share one
-        prefill, a prompt's longest cached prefix is not computed again, and every row samples on its own."""
+        prefill, a prompt's longest cached prefix is not computed again, and each prompt's `n` samples draw from
+        its own seed (`seeds`, one per prompt; needed above temperature 0), whatever else is in the batch."""
         slot = {p: i for i, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
         encoded = list(slot)
         width = max(map(len, encoded))
@@ -129,13 +136,18 @@ class TinyPolicy:
         row_tokens = generated.clone()  # by current row: no boolean indexing in the loop
         row_logprob = logprob.clone()
         running = torch.ones(len(rows), dtype=torch.bool, device=dev)
+        uniform = None
+        if temperature > 0:
+            if seeds is None:
+                raise ValueError("sampling needs one seed per prompt")
+            uniform = seeded_uniforms(seeds, n, self.max_step_tokens, dev)[:, :steps]
         remember = self.prefixes.max_bytes > 0
         by_sample = [(encoded[i], lefts[i], hashes[i]) for i in prompt_of]
         for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
             if temperature > 0:
                 probs = logp.exp() if temperature == 1 else torch.softmax(logits.float() / temperature, dim=-1)
-                token = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+                token = inverse_cdf(probs, uniform[:, t])  # type: ignore[index]
             else:
                 token = logits.argmax(dim=-1)
             row_tokens[:, t] = token.masked_fill(~running, -1)
@@ -155,6 +167,7 @@ class TinyPolicy:
                 sample_of_row, running, token = sample_of_row[keep], running[keep], token[keep]
                 next_pos, row_tokens, row_logprob = next_pos[keep], row_tokens[keep], row_logprob[keep]
                 keys, values, key_mask = keys[:, keep], values[:, keep], key_mask[keep]
+                uniform = uniform[keep] if uniform is not None else None
             mask = key_mask[:, None, None, : width + t + 1]
             logits = self.decoder.forward(token[:, None], next_pos[:, None], (keys, values), width + t, mask)
             next_pos = next_pos + 1

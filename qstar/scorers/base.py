@@ -10,11 +10,13 @@ from qstar.types import Problem, Scores
 
 
 class Scorer(Protocol):
-    """Scores partial solutions (`paths` of step texts) of `problems`, pairwise, in one batch."""
+    """Scores partial solutions (`paths` of step texts) of `problems`, pairwise, in one batch. A scorer that
+    samples (rollouts, a judge) draws each path's samples from its seed in `seeds` when given (one per path), so a
+    path's value does not depend on the batch it was scored in; the others ignore them."""
 
     uses_verifier: bool  # reads the task's verifier: refused in eval where that needs the reference answer
 
-    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores: ...
+    def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores: ...
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:
         """The most generated tokens scoring this path can cost (searches keep within their budget with it)."""

@@ -22,7 +22,7 @@ class CheckerScorer:
     task: Task
     uses_verifier: ClassVar[bool] = False
 
-    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
+    def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
         return Scores([float(legal(self.task, p, path)) for p, path in zip(problems, paths, strict=True)])
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:
@@ -45,7 +45,7 @@ class VerifierScorer:
             return float(self.task.verify(problem, path))
         return self.partial
 
-    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
+    def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
         return Scores([self.value(p, path) for p, path in zip(problems, paths, strict=True)])
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:

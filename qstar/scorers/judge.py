@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from qstar.config import option
 from qstar.errors import BackendError
-from qstar.policy.base import Policy
+from qstar.policy.base import Policy, takes_seeds
 from qstar.scorers.base import register_scorer
 from qstar.tasks.base import Task
 from qstar.types import Prefix, Problem, Scores
@@ -54,11 +54,12 @@ class JudgeScorer:
         steps = "\n".join(path) if path else "(no steps yet)"
         return Prefix(PROMPT.format(question=problem.prompt, steps=steps))
 
-    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
+    def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
         prompts = [self.prompt(p, path) for p, path in zip(problems, paths, strict=True)]
         failed: dict[int, str] = {}
         try:
-            replies = self.policy.propose(prompts, n=self.samples, temperature=self.temperature)
+            seeded = {"seeds": seeds} if seeds is not None and takes_seeds(self.policy.propose) else {}
+            replies = self.policy.propose(prompts, n=self.samples, temperature=self.temperature, **seeded)
         except BackendError as error:
             failed, replies = error.failed, [r or [] for r in error.results]
         values, tokens = [], []

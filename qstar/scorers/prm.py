@@ -59,7 +59,7 @@ class PRMScorer:
             self.model, self.tokenizer, prompts, paths, self.tag, self.positive_label, self.batch_size
         )
 
-    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
+    def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
         values = [AGGREGATES[self.aggregate](r) for r in self.step_rewards(problems, paths)]
         return Scores(values, calls=[1] * len(paths))
 

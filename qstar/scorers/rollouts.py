@@ -7,9 +7,10 @@ from typing import ClassVar
 
 from qstar.config import option
 from qstar.errors import BackendError
-from qstar.policy.base import Policy
+from qstar.policy.base import Policy, takes_seeds
 from qstar.scorers.base import register_scorer
 from qstar.scorers.ground_truth import VerifierScorer
+from qstar.seeds import derive_seed
 from qstar.tasks.base import Task
 from qstar.types import Problem, Scores
 
@@ -33,23 +34,27 @@ class RolloutScorer:
     def __post_init__(self) -> None:
         self.ground = VerifierScorer(self.task)  # illegal and complete paths need no rollouts
 
-    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
+    def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
+        """Each rollout's steps are seeded from its path's seed, its number and its depth, when `seeds` are given."""
         ground = self.ground
         values = [ground.value(p, path) for p, path in zip(problems, paths, strict=True)]
         tokens, calls, wins = [0] * len(paths), [0] * len(paths), [0] * len(paths)
         failed: dict[int, str] = {}
         pending = [i for i, (p, path) in enumerate(zip(problems, paths, strict=True)) if values[i] == ground.partial]
-        states = [(i, paths[i]) for i in pending for _ in range(self.k)]
+        states = [(i, r, paths[i]) for i in pending for r in range(self.k)]
         while states:
-            prefixes = [self.task.render(problems[i], path) for i, path in states]
+            prefixes = [self.task.render(problems[i], path) for i, _, path in states]
+            seeded = {}
+            if seeds is not None and takes_seeds(self.policy.propose):
+                seeded["seeds"] = [derive_seed(seeds[i], r, len(path)) for i, r, path in states]
             try:
-                proposals = self.policy.propose(prefixes, n=1, temperature=self.temperature)
+                proposals = self.policy.propose(prefixes, n=1, temperature=self.temperature, **seeded)
             except BackendError as error:
                 proposals = error.results
                 for j, reason in error.failed.items():
                     failed.setdefault(states[j][0], reason)
             nxt = []
-            for (i, path), steps in zip(states, proposals, strict=True):
+            for (i, r, path), steps in zip(states, proposals, strict=True):
                 if i in failed:
                     continue  # this path's value is unknown: its other rollouts stop too
                 (step,) = steps
@@ -61,7 +66,7 @@ class RolloutScorer:
                 if self.task.is_complete(problems[i], after):
                     wins[i] += self.task.verify(problems[i], after)
                 elif len(after) < self.task.max_steps(problems[i]):
-                    nxt.append((i, after))
+                    nxt.append((i, r, after))
             states = nxt
         for i in pending:
             values[i] = wins[i] / self.k

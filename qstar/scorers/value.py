@@ -49,7 +49,7 @@ class ValueScorer:
         )
         return [steps[-1] for steps in readings]
 
-    def score(self, problems: list[Problem], paths: list[list[str]]) -> Scores:
+    def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
         values = self.values(problems, paths)
         if self.ground is not None:
             truth = [self.ground.value(p, path) for p, path in zip(problems, paths, strict=True)]
