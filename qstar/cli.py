@@ -5,6 +5,7 @@ and installed packages add choices without any change here."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -108,6 +109,35 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, default=64, help="problems kept in flight, their model calls batched"
     )
     add_plugin_arg(p)
+
+
+def add_scale_args(p: argparse.ArgumentParser, what: str = "the searches") -> None:
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help=f"run {what} on N Ray workers, each loading its own copy of the models (a local Ray unless --ray "
+        "names a cluster; with --ray, default: one per GPU of the cluster, else one per CPU); the trees and "
+        "figures are those of the run without it",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="join a running Ray cluster: `auto` (the one started on this machine by `ray start --head`, the "
+        "default when the flag has no value) or HOST:PORT; needs the ray extra",
+    )
+
+
+def workers_of(args: argparse.Namespace, replica):
+    """The Ray workers the arguments ask for (a context manager), or None: search in this process."""
+    if args.workers is None and args.ray is None:
+        return None
+    from qstar.pipelines.workers import Workers
+
+    return Workers(replica, args.workers, args.ray, args.batch_size)
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
@@ -216,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--save-trees", default=None, help="write every search tree here (JSON lines, .gz to compress)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_model_args(ev)
+    add_scale_args(ev)
 
     cmp = sub.add_parser("compare", help="compare searches at equal budgets: table (md, json) and plot (png)")
     add_problem_args(cmp)
@@ -230,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seeds", type=positive_int, default=3, help="seeds per (search, budget)")
     cmp.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
     add_model_args(cmp)
+    add_scale_args(cmp)
 
     imp = sub.add_parser(
         "improve",
@@ -241,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
     imp.add_argument("--config", default=None, help="a TOML or JSON file of settings (e.g. configs/*.toml)")
     add_config_args(imp, ImproveConfig)
+    add_scale_args(imp, "the data search and the evaluation")
     add_plugin_arg(imp)
 
     pre = sub.add_parser("pretrain", help="train the tiny policy from scratch on random legal play (rules only)")
@@ -280,20 +313,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup(args: argparse.Namespace):
-    """The task, policy and scorer the arguments name, checked before any model is loaded."""
-    from qstar.policy import load_policy, policy_name
-    from qstar.scorers import default_scorer, get_scorer, scorer_name
-    from qstar.tasks import get_task
+def replica_of(args: argparse.Namespace):
+    """The task, policy and scorer the arguments name (`qstar.pipelines.replica.Replica`), checked before any model
+    is loaded."""
+    from qstar.pipelines.replica import Replica
+    from qstar.policy import policy_name
+    from qstar.scorers import default_scorer, scorer_name
 
-    task = get_task(args.task, **({"problems_file": args.problems} if getattr(args, "problems", None) else {}))
-    args.scorer = args.scorer or default_scorer(task)
+    replica = Replica(
+        task=args.task,
+        task_options={"problems_file": args.problems} if getattr(args, "problems", None) else {},
+        policy=args.policy,
+        policy_options={
+            "seed": args.seed, "model": args.model, "chat": args.chat, "api_key": args.api_key, **args.policy_args
+        },
+        plugins=tuple(args.plugin),
+    )  # fmt: skip
+    args.scorer = args.scorer or default_scorer(replica.load_task())
     scorer_name(args.scorer)
     policy_name(args.policy)
-    policy = load_policy(
-        args.policy, seed=args.seed, model=args.model, chat=args.chat, api_key=args.api_key, **args.policy_args
-    )
-    return task, policy, get_scorer(args.scorer, task, policy, **args.scorer_args)
+    return dataclasses.replace(replica, scorer=args.scorer, scorer_options=args.scorer_args)
+
+
+def setup(args: argparse.Namespace):
+    """The task, policy and scorer the arguments name, loaded in this process, and their `Replica`."""
+    replica = replica_of(args)
+    return (*replica.load(), replica)
 
 
 def cmd_solve(args: argparse.Namespace) -> dict:
@@ -306,8 +351,8 @@ def cmd_solve(args: argparse.Namespace) -> dict:
             raise QstarError(f"--{name.replace('_', '-')} is not an option of the {args.task} task")
     problem = get_task(args.task).problem_from_args(vars(args))
     search = get_search(args.search, **args.search_args)
-    task, policy, scorer = setup(args)
-    (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget)
+    task, policy, scorer, _ = setup(args)
+    (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget, seed=args.seed)
     steps = [s.text for s in tree.best_path()]
     return {
         "solved": tree.solved if problem.answer is not None else None,
@@ -338,12 +383,22 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from qstar.search import get_search
 
     search = get_search(args.search, **args.search_args)
-    task, policy, scorer = setup(args)
+    task, policy, scorer, replica = setup(args)
     split = args.split or task.eval_split
     problems = task.problems(split, limit=args.limit)
-    result, runs = evaluate(
-        task, problems, policy, search, scorer, args.budget, args.seeds, args.batch_size, show_progress=not args.json
-    )
+    with workers_of(args, replica) or contextlib.nullcontext() as workers:
+        result, runs = evaluate(
+            task,
+            problems,
+            policy,
+            search,
+            scorer,
+            args.budget,
+            args.seeds,
+            args.batch_size,
+            show_progress=not args.json,
+            workers=workers,
+        )
     if args.save_trees:
         trees = [tree for run in runs for tree in run]
         save_trees(args.save_trees, trees, search=args.search, budget=args.budget)
@@ -387,10 +442,13 @@ def cmd_compare(args: argparse.Namespace) -> dict:
         raise QstarError(f"--budgets must be comma-separated whole numbers, got {args.budgets!r}") from None
     if any(b < 1 for b in budgets):
         raise QstarError("--budgets must be at least 1")
-    task, policy, scorer = setup(args)
+    task, policy, scorer, replica = setup(args)
     problems = task.problems(args.split or task.eval_split, limit=args.limit)
     configured = [(name, args.search_args.get(name, {})) for name in searches]
-    rows = compare.compare(task, problems, policy, scorer, configured, budgets, args.seeds, args.batch_size)
+    with workers_of(args, replica) or contextlib.nullcontext() as workers:
+        rows = compare.compare(
+            task, problems, policy, scorer, configured, budgets, args.seeds, args.batch_size, workers=workers
+        )
     where = args.problems or f"{args.task}/{args.split or task.eval_split}"
     compare.write(rows, Path(args.out), f"{where}, {len(problems)} problems, scorer {args.scorer}")
     return {"rows": rows, "out": args.out}
@@ -422,7 +480,12 @@ def cmd_improve(args: argparse.Namespace) -> dict:
 
     settings = read_config_file(args.config) if args.config else {}
     cfg = from_dict(ImproveConfig, merge(settings, given_settings(args, ImproveConfig)))
-    return {"rows": Improve(cfg, args.run_dir, args.resume).run(), "run_dir": args.run_dir}
+    if args.workers is not None or args.ray is not None:
+        from qstar.pipelines.workers import import_ray
+
+        import_ray()  # before any work: a missing extra is a one-line error
+    rows = Improve(cfg, args.run_dir, args.resume, workers=args.workers, ray=args.ray).run()
+    return {"rows": rows, "run_dir": args.run_dir}
 
 
 def cmd_train(args: argparse.Namespace) -> dict:

@@ -147,8 +147,8 @@ def test_a_start_value_model_guides_the_first_search(tmp_path):
 
     run = Improve(small_config(start_value="tiny-value"), tmp_path)
     assert run.value_path(0) == DEFAULT_VALUE and run.value_path(1) == tmp_path / "iter-1" / "value"
-    assert isinstance(run.scorer(0, run.policy(0)), ValueScorer)
-    assert isinstance(Improve(small_config(), tmp_path / "b").scorer(0, run.policy(0)), RolloutScorer)
+    assert isinstance(run.models(0)[1], ValueScorer)
+    assert isinstance(Improve(small_config(), tmp_path / "b").models(0)[1], RolloutScorer)
 
 
 def test_the_demo_config_is_a_valid_run_with_the_search_targets():

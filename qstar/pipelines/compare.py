@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import Progress
@@ -17,6 +18,9 @@ from qstar.search import get_search
 from qstar.tasks.base import Task
 from qstar.types import Problem
 
+if TYPE_CHECKING:
+    from qstar.pipelines.workers import Workers
+
 
 def compare(
     task: Task,
@@ -27,16 +31,19 @@ def compare(
     budgets: list[int],
     seeds: int,
     batch_size: int = 64,
+    workers: Workers | None = None,
 ) -> list[dict]:
     """One row per (search, budget): accuracy mean and spread over seeds, and the compute actually spent.
-    `searches` are (name, hyper-parameters) pairs."""
+    `searches` are (name, hyper-parameters) pairs; `workers`, if given, run the searches (see `evaluate`)."""
     rows = []
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("compare", total=len(searches) * len(budgets))
         for name, options in searches:
             search = get_search(name, **options)
             for budget in budgets:
-                result, _ = evaluate(task, problems, policy, search, scorer, budget, seeds, batch_size, False)
+                result, _ = evaluate(
+                    task, problems, policy, search, scorer, budget, seeds, batch_size, False, workers=workers
+                )
                 rows.append({"search": name, "search_args": options, "budget": budget, **result.to_dict()})
                 progress.advance(bar)
     return rows

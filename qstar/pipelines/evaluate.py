@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +16,9 @@ from qstar.scorers.base import Scorer
 from qstar.search import Search, run_search
 from qstar.tasks.base import Task
 from qstar.types import Problem, Tree
+
+if TYPE_CHECKING:
+    from qstar.pipelines.workers import Workers
 
 
 @dataclass
@@ -78,9 +82,12 @@ def evaluate(
     batch_size: int = 64,
     show_progress: bool = True,
     training_data: bool = False,
+    workers: Workers | None = None,
 ) -> tuple[EvalResult, list[list[Tree]]]:
     """Run `search` on every problem (batched) once per seed and summarise; the progress bar goes to stderr.
-    Searching for `training_data` may use a verifier that reads the reference answer; an evaluation may not."""
+    Searching for `training_data` may use a verifier that reads the reference answer; an evaluation may not.
+    With `workers` the problems are searched by their replicas of the models (the same trees; see
+    `qstar.pipelines.workers`); `policy` and `scorer` are then this process's copies, used for the checks."""
     if not training_data:
         check_no_leak(task, scorer)
     start = time.time()
@@ -96,6 +103,9 @@ def evaluate(
             progress.update(bar, advance=1, solved=solved)
 
         for seed in range(seeds):
+            if workers is not None:
+                runs.append(workers.search(search, problems, budget, seed, on_tree))
+                continue
             policy.seed(seed)
-            runs.append(run_search(search, problems, task, policy, scorer, budget, batch_size, on_tree))
+            runs.append(run_search(search, problems, task, policy, scorer, budget, batch_size, on_tree, seed=seed))
     return summarize(runs, time.time() - start), runs

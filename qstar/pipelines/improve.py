@@ -8,6 +8,7 @@ folder), and a stage whose output exists is finished: `--resume` continues from 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -15,6 +16,7 @@ import time
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -42,10 +44,11 @@ from qstar.models import (
 from qstar.pipelines.evaluate import evaluate
 from qstar.pipelines.improve_config import ImproveConfig
 from qstar.pipelines.launch import launch_command, launch_training
+from qstar.pipelines.replica import Replica
 from qstar.policy import Policy, load_policy
 from qstar.policy.served import check_hook, check_same_tokenizer, reload_server
 from qstar.records import preference_records, search_target_records, sft_records, value_records
-from qstar.scorers import RolloutScorer, Scorer, get_scorer
+from qstar.scorers import Scorer
 from qstar.search import get_search
 from qstar.tasks import get_task
 from qstar.train.common import trainable
@@ -53,14 +56,28 @@ from qstar.train.dpo import train_dpo
 from qstar.train.sft import train_sft
 from qstar.train.value import train_value
 
+if TYPE_CHECKING:
+    from qstar.pipelines.workers import Workers
+
 console = Console(stderr=True)
 
 
 class Improve:
     """The stages of one run, each skipped when its output already exists."""
 
-    def __init__(self, cfg: ImproveConfig, run_dir: str | Path, resume: bool = False, device: str | None = None):
+    def __init__(
+        self,
+        cfg: ImproveConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        device: str | None = None,
+        workers: int | None = None,
+        ray: str | None = None,
+    ):
+        """`workers` / `ray`: search and evaluate on Ray workers (`qstar.pipelines.workers`); not settings of the
+        run, since the trees and figures are the same without them."""
         self.cfg, self.dir = cfg, Path(run_dir)
+        self.scale = (workers, ray) if workers is not None or ray is not None else None
         self.device = device or best_device()  # CUDA when visible, else the CPU; not a setting of the run
         self.task = get_task(cfg.task)
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
@@ -135,13 +152,39 @@ class Improve:
         """Iteration k's policy weights; before iteration 1 the starting policy's (a server's: `train_model`)."""
         return self.it(k) / "policy" if k > 0 else resolve(self.cfg.train_model or self.cfg.policy)
 
-    def policy(self, k: int) -> Policy:
-        """Iteration k's policy: the server when it serves these weights (the start, or each iteration's after a
-        reload), else a local policy on the weights."""
+    def replica(self, k: int, evaluation: bool = False) -> Replica:
+        """Iteration k's policy and scorer by name and options: the server when it serves these weights (the start,
+        or each iteration's after a reload), else a local policy on the weights; as scorer, rollouts until a value
+        model exists (or `start_value`), then the latest one with the ground truth. In evaluation, where the task's
+        verifier reads the reference answer (word problems), neither uses it: the step checker before a value model
+        exists, the value model alone after."""
         seed = self.cfg.seed + k
         if self.cfg.served and (k == 0 or self.cfg.reload):
-            return load_policy(self.cfg.policy, seed=seed, model=self.served_model(k))
-        return load_policy(str(self.policy_path(k)), device=self.device, seed=seed)
+            policy, options = self.cfg.policy, {"seed": seed, "model": self.served_model(k)}
+        else:
+            policy, options = str(self.policy_path(k)), {"device": self.device, "seed": seed}
+        path = self.value_path(k)
+        blind = evaluation and self.task.verifier_needs_reference
+        if path is None:
+            scorer, scorer_options = ("checker", {}) if blind else ("rollouts", {"k": self.cfg.rollouts})
+        else:
+            scorer = "value"
+            scorer_options = {"path": str(path), "device": self.device, "ground_truth": not blind}
+        return Replica(self.cfg.task, policy, scorer, policy_options=options, scorer_options=scorer_options)
+
+    def models(self, k: int, evaluation: bool = False) -> tuple[Policy, Scorer | None]:
+        """Iteration k's policy and scorer (`replica`), loaded in this process."""
+        _, policy, scorer = self.replica(k, evaluation).load()
+        return policy, scorer
+
+    def workers(self, k: int, evaluation: bool = False) -> Workers | contextlib.nullcontext:
+        """Ray workers holding iteration k's models when the run has `workers` or `ray`, else nothing to enter."""
+        if self.scale is None:
+            return contextlib.nullcontext()
+        from qstar.pipelines.workers import Workers
+
+        count, address = self.scale
+        return Workers(self.replica(k, evaluation), count, address, self.cfg.batch_size)
 
     def served_model(self, k: int) -> str | None:
         """The server's model name for iteration k's weights, reloading them once per iteration and run (a resumed
@@ -162,16 +205,6 @@ class Improve:
             return self.it(k) / "value"
         return resolve(self.cfg.start_value) if self.cfg.start_value else None
 
-    def scorer(self, k: int, policy: Policy, evaluation: bool = False) -> Scorer:
-        """Rollouts until a value model exists (or `start_value`), then the latest one with the ground truth. In
-        evaluation, where the task's verifier reads the reference answer (word problems), neither uses it: the step
-        checker before a value model exists, the value model alone after."""
-        path = self.value_path(k)
-        blind = evaluation and self.task.verifier_needs_reference
-        if path is None:
-            return get_scorer("checker", self.task) if blind else RolloutScorer(self.task, policy, k=self.cfg.rollouts)
-        return get_scorer("value", self.task, path=str(path), device=self.device, ground_truth=not blind)
-
     # ---- stages -------------------------------------------------------------------------------------------
 
     def search(self, k: int) -> None:
@@ -182,20 +215,21 @@ class Improve:
         rng = random.Random(self.cfg.seed * 1000 + k)
         problems = rng.sample(self.train, min(self.cfg.train_problems, len(self.train)))
         problems += rng.sample(self.extra, min(self.cfg.extra_problems, len(self.extra)))
-        policy = self.policy(k - 1)
-        scorer = self.scorer(k - 1, policy)
+        policy, scorer = self.models(k - 1)
         console.print(f"iteration {k}: searching {len(problems)} train problems ({self.cfg.data_search})")
         search = get_search(self.cfg.data_search, **self.cfg.data_search_args)
-        result, (trees,) = evaluate(
-            self.task,
-            problems,
-            policy,
-            search,
-            scorer,
-            self.cfg.data_budget,
-            batch_size=self.cfg.batch_size,
-            training_data=True,  # the verifier may guide a data search, even one that reads the reference
-        )
+        with self.workers(k - 1) as workers:
+            result, (trees,) = evaluate(
+                self.task,
+                problems,
+                policy,
+                search,
+                scorer,
+                self.cfg.data_budget,
+                batch_size=self.cfg.batch_size,
+                training_data=True,  # the verifier may guide a data search, even one that reads the reference
+                workers=workers,
+            )
         save_trees(out, trees)
         console.print(
             f"  solved {result.solved:g}/{len(problems)} train problems, {result.tokens_per_problem:.0f} tokens each"
@@ -289,18 +323,20 @@ class Improve:
         out = self.it(k) / "eval.json"
         if out.exists():
             return json.loads(out.read_text())
-        policy, size = self.policy(k), self.cfg.batch_size
-        scorer = self.scorer(k, policy, evaluation=True)
-        greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"), batch_size=size)
-        search, _ = evaluate(
-            self.task,
-            self.test,
-            policy,
-            get_search(self.cfg.eval_search, **self.cfg.eval_search_args),
-            scorer,
-            self.cfg.eval_budget,
-            batch_size=size,
-        )
+        policy, scorer = self.models(k, evaluation=True)
+        size = self.cfg.batch_size
+        with self.workers(k, evaluation=True) as workers:
+            greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"), batch_size=size, workers=workers)
+            search, _ = evaluate(
+                self.task,
+                self.test,
+                policy,
+                get_search(self.cfg.eval_search, **self.cfg.eval_search_args),
+                scorer,
+                self.cfg.eval_budget,
+                batch_size=size,
+                workers=workers,
+            )
         row = {
             "iteration": k,
             "greedy_accuracy": greedy.accuracy,
