@@ -116,7 +116,9 @@ def test_a_seeded_prefix_samples_the_same_steps_in_any_batch(shipped_policy, ran
         policy.seed(0)
         batch = policy.propose(PREFIXES, n=4, temperature=1.0, seeds=[11, 12, 13])
         policy.seed(1)
-        alone = [policy.propose([p], n=4, temperature=1.0, seeds=[s])[0] for p, s in zip(PREFIXES, [11, 12, 13])]
+        alone = [
+            policy.propose([p], n=4, temperature=1.0, seeds=[s])[0] for p, s in zip(PREFIXES, [11, 12, 13], strict=True)
+        ]
         assert [[s.text for s in row] for row in alone] == [[s.text for s in row] for row in batch]
         other = policy.propose(PREFIXES, n=4, temperature=1.0, seeds=[21, 22, 23])
         assert [[s.text for s in row] for row in other] != [[s.text for s in row] for row in batch]
