@@ -101,6 +101,19 @@ def test_mcts_visit_counts_add_up_to_its_simulations():
     assert abs(sum(priors) - 1) < 1e-9
 
 
+@pytest.mark.parametrize("name, cap", [("mcts", "simulations"), ("astar", "max_expansions")])
+def test_mcts_and_astar_search_until_the_budget_is_spent_unless_capped(name, cap):
+    """With a budget and no cap they go on while the budget affords another expansion (a big tree here: scripted
+    proposals are distinct legal moves); without a budget, or with a cap, they stop at the cap (64 by default)."""
+    problem = make_problem("p", [2, 3, 5, 7, 11, 13], 10**6)  # unsolvable, and too big to explore whole
+    policy, scorer = ScriptedPolicy(seed=5), VerifierScorer(TASK)
+    (spent,) = run_search(get_search(name), [problem], TASK, policy, scorer, budget=8000)
+    (capped,) = run_search(get_search(name, **{cap: 8}), [problem], TASK, policy, scorer, budget=8000)
+    (unbudgeted,) = run_search(get_search(name), [problem], TASK, policy, scorer)
+    assert 8000 - 4 * policy.max_step_tokens < spent.tokens <= 8000
+    assert capped.tokens < spent.tokens and unbudgeted.tokens < spent.tokens
+
+
 def test_beam_never_keeps_more_than_its_width():
     search = get_search("beam", width=2, k=6)
     policy = ScriptedPolicy(seed=3)

@@ -45,7 +45,9 @@ class AStar:
     lam: float = option(1.0, "weight λ of the heuristic h (the scorer's value) in f = g + λ·h")
     aggregation: str = option("min", "g of a path from its steps: min, last, prod (of scores) or logprob")
     temperature: float = option(1.0, "sampling temperature of the proposals")
-    max_expansions: int = option(64, "most nodes expanded")
+    max_expansions: int | None = option(
+        None, "most nodes expanded (default: until the budget is spent; 64 without one)"
+    )
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -58,8 +60,9 @@ class AStar:
         tree = Tree(problem)
         tie = itertools.count()
         open_: list[tuple[float, int, Node]] = [(0.0, next(tie), tree.root)]
-        for _ in range(self.max_expansions):
-            if not open_:
+        limit = self.max_expansions or (None if ctx.budget else 64)
+        for expansion in itertools.count():
+            if not open_ or (limit is not None and expansion >= limit):
                 break
             _, _, node = heapq.heappop(open_)
             if node.terminal:

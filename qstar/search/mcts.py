@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -32,7 +33,9 @@ class MCTS:
     """Each simulation walks down by PUCT to a leaf, expands it with `k` proposals (a fixed number of children),
     scores them, and backs the leaf's value up the path. Terminal leaves back up their scored value."""
 
-    simulations: int = option(64, "walks from the root, each expanding one leaf")
+    simulations: int | None = option(
+        None, "walks from the root, each expanding one leaf (default: until the budget is spent; 64 without one)"
+    )
     k: int = option(4, "proposals under each expanded leaf (its children, fixed)")
     c_puct: float = option(1.0, "weight of the prior-guided exploration bonus in PUCT")
     temperature: float = option(1.0, "sampling temperature of the proposals")
@@ -41,12 +44,17 @@ class MCTS:
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)
         tree.root.score = 0.0
-        for _ in range(self.simulations):
+        limit = self.simulations or (None if ctx.budget else 64)
+        idle = 0  # walks in a row that ended at a terminal leaf: past the tree's size, nothing is left to expand
+        for walk in itertools.count():
+            if (limit is not None and walk >= limit) or (idle and idle > sum(1 for _ in tree.nodes())):
+                break
             path = [tree.root]
             while path[-1].children and not path[-1].terminal:
                 parent = path[-1]
                 path.append(max(parent.children, key=lambda ch, p=parent: puct(p, ch, self.c_puct)))
             leaf = path[-1]
+            idle = idle + 1 if leaf.terminal else 0
             if not leaf.terminal:
                 if not affordable(tree, ctx, propose_cost(ctx, [leaf], self.k)):
                     break
