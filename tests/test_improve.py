@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qstar.io import load_trees
+from qstar.io import load_trees, read_jsonl
 from qstar.pipelines.evaluate import evaluate
 from qstar.pipelines.improve import Improve
 from qstar.pipelines.improve_config import ImproveConfig
@@ -182,3 +182,22 @@ def test_the_configs_reproduce_the_recipes_of_the_shipped_checkpoints():
             if isinstance(value, dict) and name in ("sft", "dpo", "value"):
                 mine = {k: mine[k] for k in value}
             assert mine == value, (path.name, name)
+
+
+@pytest.mark.parametrize("replay, iterations", [(0, {1, 2, 3}), (1, {3}), (2, {2, 3})])
+def test_sft_replays_the_trees_of_the_last_iterations_it_is_told(tmp_path, shipped_policy, replay, iterations):
+    from qstar.io import save_trees
+
+    task = get_task("game24")
+    problems = task.problems("train")[:90]
+    trees = evaluate(task, problems, shipped_policy, get_search("greedy"), show_progress=False)[1][0]
+    run = Improve(small_config(iterations=3, sft_replay=replay), tmp_path)
+    for k in (1, 2, 3):
+        (tmp_path / f"iter-{k}").mkdir()
+        save_trees(tmp_path / f"iter-{k}" / "trees.jsonl.gz", trees[(k - 1) * 30 : k * 30])
+    run.records(3)
+    prompts = {row["prompt"] for row in read_jsonl(tmp_path / "iter-3" / "sft.jsonl")}
+    solved_in = {k for k in (1, 2, 3) for t in trees[(k - 1) * 30 : k * 30] if t.solved}
+    assert len(solved_in) == 3  # every iteration's trees hold a solution
+    shown = {k for k in (1, 2, 3) for t in trees[(k - 1) * 30 : k * 30] if task.render(t.problem, []) in prompts}
+    assert shown == iterations

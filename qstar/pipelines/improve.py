@@ -241,7 +241,8 @@ class Improve:
         if (self.it(k) / names[-1]).exists():
             return
         trees = load_trees(self.it(k) / "trees.jsonl.gz")
-        earlier = [t for j in range(1, k) for t in load_trees(self.it(j) / "trees.jsonl.gz")]
+        by_iteration = [load_trees(self.it(j) / "trees.jsonl.gz") for j in range(1, k)]
+        earlier = [t for ts in by_iteration for t in ts]
         leaked = [t.problem.id for t in earlier + trees if self.task.problem_key(t.problem) in self.held_out]
         if leaked:  # the searches never get such a problem; records must never hold one either
             raise QstarError(f"evaluation problems among the training trees: {', '.join(leaked[:5])}")
@@ -251,9 +252,11 @@ class Improve:
         write_jsonl(self.it(k) / "value.jsonl", values)
         write_jsonl(self.it(k) / "preferences.jsonl", preference_records(trees, self.task, self.cfg.preference_margin))
         cfg = self.cfg
-        sft = sft_records(earlier + trees, self.task, hindsight=cfg.hindsight, per_problem=cfg.sft_per_problem)
+        window = cfg.sft_replay - 1 if cfg.sft_replay else len(by_iteration)  # earlier iterations SFT replays
+        replayed = [t for ts in by_iteration[len(by_iteration) - window :] for t in ts] + trees
+        sft = sft_records(replayed, self.task, hindsight=cfg.hindsight, per_problem=cfg.sft_per_problem)
         if cfg.search_targets:
-            sft += search_target_records(earlier + trees, self.task, cfg.value_labels)
+            sft += search_target_records(replayed, self.task, cfg.value_labels)
         write_jsonl(self.it(k) / "sft.jsonl", sft)
 
     def train_policy(self, k: int) -> None:

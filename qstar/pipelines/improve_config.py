@@ -56,6 +56,11 @@ class ImproveConfig:
     eval_budget: int = option(2000, "generated tokens per evaluation problem")
     eval_limit: int | None = option(None, "evaluation problems used (default: the whole split)")
     sft_per_problem: int = option(0, "most distinct verified solutions per problem in the SFT records (0: all)")
+    sft_replay: int = option(
+        0,
+        "iterations whose trees each iteration's SFT records come from: 0 all so far, 1 its own, 2 its own and the "
+        "last (a shorter replay keeps later iterations' SFT as fast as the first's)",
+    )
     batch_size: int = option(64, "problems searched at once (their model calls batched together)")
     value_labels: str = option("mc", "step labels: mc (share of verified completions below) or hard (any verified)")
     max_value_records: int = option(2000, "most value records per iteration (a seeded sample of all paths so far)")
@@ -85,6 +90,7 @@ class ImproveConfig:
         check(self.value_labels in LABEL_KINDS, f"value_labels must be mc or hard, not {self.value_labels!r}")
         check(self.max_value_records >= 1, f"max_value_records must be at least 1, not {self.max_value_records}")
         check(self.sft_per_problem >= 0, f"sft_per_problem must be 0 or more, not {self.sft_per_problem}")
+        check(self.sft_replay >= 0, f"sft_replay must be 0 or more, not {self.sft_replay}")
         TASKS.entry(self.task)  # unknown names and hyper-parameters fail here, before any work
         if self.extra_task:
             TASKS.entry(self.extra_task)
