@@ -126,8 +126,11 @@ class Workers:
             except ConnectionError as e:
                 raise QstarError(f"no Ray cluster at {address}: {e}") from None
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        self.count = count or gpus or int(resources.get("CPU", 1))
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+        self.count = count or gpus or cpus
+        if self.count > cpus:  # each worker takes a CPU: more would wait for one forever
+            self.close()
+            raise QstarError(f"the Ray cluster has {cpus} CPUs; {self.count} workers need one each")
         self.batch_size = batch_size
         for name, module in list(sys.modules.items()):
             if name.startswith("qstar_plugin_"):  # --plugin files are not importable in a worker: send them whole
