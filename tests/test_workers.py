@@ -75,10 +75,12 @@ def test_compare_on_two_workers_gives_the_rows_of_one_process(qstar_command, tmp
 @pytest.mark.slow
 def test_improve_data_search_on_two_workers_writes_the_trees_of_one_process(tmp_path):
     """Iteration 1's data search (MCTS scored by sampled rollouts: the policy and the scorer draw from per-problem
-    seeds) gives the same trees on two workers."""
-    cfg = ImproveConfig(train_problems=16, data_search="mcts", data_budget=600, rollouts=2)
-    Improve(cfg, tmp_path / "alone").search(1)
-    Improve(cfg, tmp_path / "sharded", workers=2).search(1)
+    seeds) gives the same trees on two workers, and the evaluation stage the same figures."""
+    cfg = ImproveConfig(train_problems=16, data_search="mcts", data_budget=600, rollouts=2, eval_limit=20)
+    runs = Improve(cfg, tmp_path / "alone"), Improve(cfg, tmp_path / "sharded", workers=2)
+    for run in runs:
+        run.search(1)
+    assert runs[1].evaluate_models(0) == runs[0].evaluate_models(0)
     alone = [t.to_dict() for t in load_trees(tmp_path / "alone" / "iter-1" / "trees.jsonl.gz")]
     sharded = [t.to_dict() for t in load_trees(tmp_path / "sharded" / "iter-1" / "trees.jsonl.gz")]
     assert len(alone) == 16 and sum(len(t["root"]["children"]) for t in alone) > 16
