@@ -116,11 +116,15 @@ def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
 
 
 def load_plugin(path: str | Path) -> None:
-    """Import a user's Python file so that its `register_*` decorators run (the `--plugin FILE.py` option)."""
+    """Import a user's Python file so that its `register_*` decorators run (the `--plugin FILE.py` option); a file
+    imported already is not run again."""
     path = Path(path)
     if not path.is_file():
         raise QstarError(f"plug-in file not found: {path}")
     name = f"qstar_plugin_{path.stem}"
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(loaded.__file__ or "").resolve() == path.resolve():
+        return  # imported already (by the command line, then by each Replica naming it): run its file once
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise QstarError(f"{path} is not a Python file")

@@ -104,3 +104,15 @@ def test_import_qstar_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_plugin_file_runs_once_however_often_it_is_named(tmp_path):
+    """The command line imports each --plugin file, and so does every Replica that names it: the file runs once."""
+    from qstar.registry import load_plugin
+
+    runs = tmp_path / "runs.txt"
+    plugin = tmp_path / "counted.py"
+    plugin.write_text(f"with open({str(runs)!r}, 'a') as f:\n    f.write('ran\\n')\n")
+    load_plugin(plugin)
+    load_plugin(tmp_path / "." / "counted.py")  # the same file by another spelling
+    assert runs.read_text() == "ran\n"
