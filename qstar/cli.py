@@ -132,9 +132,9 @@ def add_scale_args(p: argparse.ArgumentParser, what: str = "the searches") -> No
 
 
 def workers_of(args: argparse.Namespace, replica):
-    """The Ray workers the arguments ask for (a context manager), or None: search in this process."""
+    """The Ray workers the arguments ask for, or, when none, an empty context: search in this process."""
     if args.workers is None and args.ray is None:
-        return None
+        return contextlib.nullcontext()
     from qstar.pipelines.workers import Workers
 
     return Workers(replica, args.workers, args.ray, args.batch_size)
@@ -386,7 +386,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     task, policy, scorer, replica = setup(args)
     split = args.split or task.eval_split
     problems = task.problems(split, limit=args.limit)
-    with workers_of(args, replica) or contextlib.nullcontext() as workers:
+    with workers_of(args, replica) as workers:
         result, runs = evaluate(
             task,
             problems,
@@ -445,7 +445,7 @@ def cmd_compare(args: argparse.Namespace) -> dict:
     task, policy, scorer, replica = setup(args)
     problems = task.problems(args.split or task.eval_split, limit=args.limit)
     configured = [(name, args.search_args.get(name, {})) for name in searches]
-    with workers_of(args, replica) or contextlib.nullcontext() as workers:
+    with workers_of(args, replica) as workers:
         rows = compare.compare(
             task, problems, policy, scorer, configured, budgets, args.seeds, args.batch_size, workers=workers
         )

@@ -31,11 +31,11 @@ CONNECT_TIMEOUT = 3.0  # seconds to reach a cluster's address before giving up
 class SearchWorker:
     """One worker: its own task, policy and scorer, loaded once; `search` runs a shard of problems."""
 
-    def __init__(self, replica: Replica, index: int):
+    def __init__(self, replica: Replica):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        self.index, self.error = index, ""
+        self.error = ""
         try:
             self.task, self.policy, self.scorer = replica.load()
         except Exception as e:  # reported by `ready`, so the driver can name this worker and stop
@@ -141,7 +141,7 @@ class Workers:
             max_restarts=RESTARTS,
             max_task_retries=RESTARTS,
         )
-        self.actors = [actor.remote(replica, i) for i in range(self.count)]
+        self.actors = [actor.remote(replica) for _ in range(self.count)]
         errors = ray.get([a.ready.remote() for a in self.actors])
         for i, error in enumerate(errors):
             if error:

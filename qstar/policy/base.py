@@ -86,9 +86,14 @@ def prefix_seeds(prefixes: list[str], seeds: list[int] | None, stream: random.Ra
     stream."""
     if seeds is None:
         return [stream.getrandbits(63) for _ in prefixes]
-    if len(seeds) != len(prefixes):
-        raise ValueError(f"{len(seeds)} seeds for {len(prefixes)} prefixes: give one per prefix")
+    check_seeds(prefixes, seeds)
     return list(seeds)
+
+
+def check_seeds(prefixes: list[str], seeds: list[int] | None) -> None:
+    """`seeds`, when given, must be one per prefix."""
+    if seeds is not None and len(seeds) != len(prefixes):
+        raise ValueError(f"{len(seeds)} seeds for {len(prefixes)} prefixes: give one per prefix")
 
 
 def takes_seeds(method: Callable) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from qstar.errors import BackendError, QstarError
-from qstar.policy.base import repeat
+from qstar.policy.base import check_seeds, repeat
 from qstar.seeds import derive_seed
 from qstar.types import Step, split_prefix
 
@@ -144,8 +144,7 @@ class OpenAIPolicy:
         `seeds`, each prefix's requests carry seeds derived from its own (servers that honour them repeat)."""
         if not prefixes:
             return []
-        if seeds is not None and len(seeds) != len(prefixes):
-            raise ValueError(f"{len(seeds)} seeds for {len(prefixes)} prefixes: give one per prefix")
+        check_seeds(prefixes, seeds)
         if self.model is None:
             try:
                 self.model = self.first_model()

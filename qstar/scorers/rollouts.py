@@ -42,13 +42,12 @@ class RolloutScorer:
         failed: dict[int, str] = {}
         pending = [i for i, (p, path) in enumerate(zip(problems, paths, strict=True)) if values[i] == ground.partial]
         states = [(i, r, paths[i]) for i in pending for r in range(self.k)]
+        seeded = seeds is not None and takes_seeds(self.policy.propose)
         while states:
             prefixes = [self.task.render(problems[i], path) for i, _, path in states]
-            seeded = {}
-            if seeds is not None and takes_seeds(self.policy.propose):
-                seeded["seeds"] = [derive_seed(seeds[i], r, len(path)) for i, r, path in states]
+            step_seeds = {"seeds": [derive_seed(seeds[i], r, len(path)) for i, r, path in states]} if seeded else {}
             try:
-                proposals = self.policy.propose(prefixes, n=1, temperature=self.temperature, **seeded)
+                proposals = self.policy.propose(prefixes, n=1, temperature=self.temperature, **step_seeds)
             except BackendError as error:
                 proposals = error.results
                 for j, reason in error.failed.items():
