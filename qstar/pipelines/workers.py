@@ -156,38 +156,25 @@ class Workers:
         seed: int = 0,
         on_tree: Callable[[Tree], None] | None = None,
     ) -> list[Tree]:
-        """`run_search` over the workers: shards of at most `batch_size` problems (fewer, so every worker gets
-        one), the trees in the problems' order."""
+        """`run_search` over the workers (Ray's `ActorPool`: each shard to the next free worker): shards of at most
+        `batch_size` problems (fewer, so every worker gets one), the trees in the problems' order."""
         ray = self.ray
         size = max(1, min(self.batch_size, math.ceil(len(problems) / self.count)))
-        shards = iter(range(0, len(problems), size))
-        trees: list[Tree | None] = [None] * len(problems)
-        pending: dict = {}
-
-        def submit(worker: int) -> None:
-            start = next(shards, None)
-            if start is not None:
-                part = problems[start : start + size]
-                ref = self.actors[worker].search.remote(search, part, budget, seed, self.batch_size)
-                pending[ref] = (worker, start)
-
-        for worker in range(self.count):
-            submit(worker)
-        while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            worker, start = pending.pop(ref)
-            try:
-                shard = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:  # the search itself raised: the same error as in one process
-                raise QstarError(f"worker {worker}: {getattr(e, 'cause', e)}") from None
-            except ray.exceptions.RayActorError as e:
-                raise QstarError(f"worker {worker} died {RESTARTS + 1} times: {e}") from None
-            for offset, tree in enumerate(shard):
-                trees[start + offset] = tree
+        shards = [problems[start : start + size] for start in range(0, len(problems), size)]
+        pool = ray.util.ActorPool(self.actors)
+        run = lambda actor, shard: actor.search.remote(search, shard, budget, seed, self.batch_size)  # noqa: E731
+        trees: list[Tree] = []
+        try:
+            for shard in pool.map(run, shards):  # in the shards' order
+                trees += shard
                 if on_tree:
-                    on_tree(tree)
-            submit(worker)
-        return trees  # type: ignore[return-value]
+                    for tree in shard:
+                        on_tree(tree)
+        except ray.exceptions.RayTaskError as e:  # the search itself raised: the same error as in one process
+            raise QstarError(f"a worker's search failed: {getattr(e, 'cause', e)}") from None
+        except ray.exceptions.RayActorError as e:
+            raise QstarError(f"a worker died {RESTARTS + 1} times: {e}") from None
+        return trees
 
     def pids(self) -> list[int]:
         """The workers' process ids (the fault test kills one)."""
