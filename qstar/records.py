@@ -81,7 +81,7 @@ def value_records(trees: Iterable[Tree], task: Task, kind: str = "mc") -> list[d
         values = node_values(tree, kind)
         prompt = task.render(tree.problem, [])
         for leaf in (n for n in tree.nodes() if n.terminal):
-            path = path_nodes(leaf)
+            path = leaf.lineage()[1:]
             if all(n in values for n in path):
                 records.append(
                     {"prompt": prompt, "completions": [n.step.text for n in path], "labels": [values[n] for n in path]}
@@ -131,11 +131,3 @@ def search_target_records(trees: Iterable[Tree], task: Task, kind: str = "hard")
                     seen.add(record)
                     records.append({"prompt": record[0], "completion": record[1]})
     return records
-
-
-def path_nodes(node: Node) -> list[Node]:
-    nodes = []
-    while node.step is not None:
-        nodes.append(node)
-        node = node.parent
-    return nodes[::-1]

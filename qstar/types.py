@@ -109,6 +109,13 @@ class Node:
             node = node.parent
         return steps[::-1]
 
+    def lineage(self) -> list[Node]:
+        """The nodes from the root down to this one, both included."""
+        nodes = [self]
+        while nodes[-1].parent is not None:
+            nodes.append(nodes[-1].parent)
+        return nodes[::-1]
+
     def texts(self) -> list[str]:
         return [s.text for s in self.path()]
 

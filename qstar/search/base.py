@@ -2,7 +2,8 @@
 
 A search is a generator: it yields `Propose` and `Score` requests and receives the policy's steps or the
 scorer's values, so one driver (`qstar.search.runner`) keeps many problems in flight and batches their
-model calls together. The steps that grow a tree within its budget are in `qstar.search.steps`.
+model calls together. A search that decides its answer step by step (greedy, beam) also yields `Commit`s.
+The steps that grow a tree within its budget are in `qstar.search.steps`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 
 from qstar.registry import Registry
 from qstar.tasks.base import Task
-from qstar.types import Problem, Tree
+from qstar.types import Node, Problem, Tree
 
 
 @dataclass
@@ -32,7 +33,14 @@ class Score:
     paths: list[list[str]]
 
 
-SearchRun = Generator[Propose | Score, Any, Tree]
+@dataclass
+class Commit:
+    """No model call: the search has decided that its answer extends the path to `node` (a server streams it)."""
+
+    node: Node
+
+
+SearchRun = Generator[Propose | Score | Commit, Any, Tree]
 
 
 @dataclass

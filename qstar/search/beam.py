@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qstar.config import option
-from qstar.search.base import Context, SearchRun, register_search
-from qstar.search.steps import best, grow, unique
+from qstar.search.base import Commit, Context, SearchRun, register_search
+from qstar.search.steps import best, common_ancestor, grow, unique
 from qstar.types import Problem, Tree
 
 
@@ -23,6 +23,7 @@ class Beam:
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)
         frontier, finished = [tree.root], []
+        decided = tree.root  # the answer is below it: every kept or finished path passes through it
         for _ in range(self.max_steps):
             children = yield from grow(tree, ctx, frontier, self.k, self.temperature)
             if children is None:
@@ -33,6 +34,10 @@ class Beam:
             frontier = open_[: self.width]
             if not frontier:
                 break
+            shared = common_ancestor(frontier + finished)
+            if shared is not decided:
+                decided = shared
+                yield Commit(decided)
         tree.answer = best(finished) or best(frontier)
         return tree
 

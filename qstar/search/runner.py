@@ -1,16 +1,151 @@
-"""Run one search over many problems with their model calls batched together."""
+"""Run searches over many problems with their model calls batched together."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from qstar.errors import BackendError
 from qstar.policy.base import Policy, takes_seeds
 from qstar.scorers.base import Scorer
-from qstar.search.base import Context, Propose, Score, Search, SearchRun
+from qstar.search.base import Commit, Context, Propose, Score, Search, SearchRun
 from qstar.seeds import derive_seed
 from qstar.tasks.base import Task
-from qstar.types import Problem, Tree
+from qstar.types import Problem, Step, Tree
+
+
+@dataclass(eq=False)
+class Job:
+    """One problem's search in flight: its generator, the request it waits on, and where its results go."""
+
+    problem: Problem
+    run: SearchRun
+    on_tree: Callable[[Tree], None] | None = None
+    on_commit: Callable[[list[Step]], None] | None = None  # the steps decided so far, each time more are
+    seed: int | None = None
+    request: Propose | Score | None = None
+    sent: int = 0  # model requests sent so far: they number the seeds
+
+
+class Batcher:
+    """Many searches in flight, their waiting requests sent together by `step`: one policy call per (n,
+    temperature) and one scorer call. Jobs join (`add`) and leave (`cancel`) between steps, so a server batches
+    requests that arrive while others run.
+
+    With `seed`, every prefix and path a job sends is seeded from the seed (or the job's own), its problem's id
+    and the request's number within the job, so a tree does not depend on the other jobs, the batch size or the
+    order; without, the policy's own stream draws the samples."""
+
+    def __init__(self, task: Task, policy: Policy, scorer: Scorer | None = None, seed: int | None = None) -> None:
+        self.task, self.policy, self.scorer, self.seed = task, policy, scorer, seed
+        self.seeded = seed is not None and takes_seeds(policy.propose)
+        self.scorer_seeded = seed is not None and scorer is not None and takes_seeds(scorer.score)
+        self.jobs: list[Job] = []  # in the order they joined: the order of their prefixes in a call
+        self.policy_calls = self.scorer_calls = 0
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def add(
+        self,
+        problem: Problem,
+        search: Search,
+        budget: int | None = None,
+        on_tree: Callable[[Tree], None] | None = None,
+        on_commit: Callable[[list[Step]], None] | None = None,
+        seed: int | None = None,
+    ) -> Job:
+        """Start `search` on `problem` (seeded by `seed` instead of the batcher's where given; needs a seeded
+        batcher); `on_tree` gets its tree when it ends (at once if it needs no model)."""
+        ctx = Context(
+            task=self.task,
+            budget=budget,
+            step_tokens=self.policy.max_step_tokens,
+            score_tokens=self.scorer.max_tokens if self.scorer is not None else Context.score_tokens,
+        )
+        job = Job(problem, search.run(problem, ctx), on_tree, on_commit, self.seed if seed is None else seed)
+        self.jobs.append(job)
+        try:
+            self.advance(job, None)
+        except Exception:
+            self.jobs.remove(job)
+            raise
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Stop a job's search (its client went away); its callbacks are not called."""
+        if job in self.jobs:
+            job.run.close()
+            self.jobs.remove(job)
+
+    def advance(self, job: Job, reply) -> None:
+        try:
+            request = job.run.send(reply)
+            while isinstance(request, Commit):
+                if job.on_commit:
+                    job.on_commit(request.node.path())
+                request = job.run.send(None)
+            job.request = request
+        except StopIteration as stop:
+            self.finish(job, stop.value)
+
+    def finish(self, job: Job, tree: Tree) -> None:
+        self.jobs.remove(job)
+        if job.on_tree:
+            job.on_tree(tree)
+
+    def give_up(self, job: Job, error: str) -> None:
+        """A model call for this job failed for good: its result is an empty tree that says why."""
+        job.run.close()
+        self.finish(job, Tree(job.problem, error=error))
+
+    def seeds(self, members: list[Job], count: Callable[[Job], int]) -> list[int]:
+        """One seed per prefix or path of the members' requests, in order."""
+        return [derive_seed(job.seed, job.problem.id, job.sent, j) for job in members for j in range(count(job))]
+
+    def step(self) -> None:
+        """Send every waiting request, grouped into as few model calls as their kinds allow, and hand back the
+        replies. A `BackendError` ends the jobs whose items failed; the others go on."""
+        groups: dict[tuple, list[Job]] = {}
+        for job in self.jobs:
+            request = job.request
+            key = ("propose", request.n, request.temperature) if isinstance(request, Propose) else ("score",)
+            groups.setdefault(key, []).append(job)
+        for key, members in groups.items():
+            failed: dict[int, str] = {}
+            try:
+                replies = self.propose(members, *key[1:]) if key[0] == "propose" else self.score(members)
+            except BackendError as error:
+                replies, failed = error.results, error.failed
+            offset = 0
+            for job in members:
+                job.sent += 1
+                request = job.request
+                count = len(request.prefixes if isinstance(request, Propose) else request.paths)
+                errors = [failed[j] for j in range(offset, offset + count) if j in failed]
+                if errors:
+                    self.give_up(job, errors[0])
+                else:
+                    self.advance(job, replies[offset : offset + count])
+                offset += count
+
+    def propose(self, members: list[Job], n: int, temperature: float):
+        self.policy_calls += 1
+        prefixes = [p for job in members for p in job.request.prefixes]
+        if self.seeded:
+            seeds = self.seeds(members, lambda job: len(job.request.prefixes))
+            return self.policy.propose(prefixes, n=n, temperature=temperature, seeds=seeds)
+        return self.policy.propose(prefixes, n=n, temperature=temperature)
+
+    def score(self, members: list[Job]):
+        if self.scorer is None:
+            raise ValueError("a search here asks for scores but no scorer was given")
+        self.scorer_calls += 1
+        problems = [job.problem for job in members for _ in job.request.paths]
+        paths = [path for job in members for path in job.request.paths]
+        if self.scorer_seeded:
+            return self.scorer.score(problems, paths, seeds=self.seeds(members, lambda job: len(job.request.paths)))
+        return self.scorer.score(problems, paths)
 
 
 def run_search(
@@ -24,91 +159,24 @@ def run_search(
     on_tree: Callable[[Tree], None] | None = None,
     seed: int | None = None,
 ) -> list[Tree]:
-    """Keep up to `batch_size` problems in flight; each round sends all their pending requests as few calls:
-    one policy call per (n, temperature) and one scorer call. A problem whose model call fails for good (a
-    `BackendError`) ends with an empty tree whose `error` says why; the others go on.
-
-    With `seed`, every prefix and path a problem sends is seeded from the seed, the problem's id and the
-    request's number within the problem, so a problem's tree does not depend on the other problems, the batch
-    size or the order (runs sharded over workers give the trees of one run); without, the policy's own stream
-    draws the samples."""
+    """Keep up to `batch_size` problems in flight (a `Batcher`) until every one has its tree, in their order. A
+    problem whose model call fails for good (a `BackendError`) ends with an empty tree whose `error` says why."""
     problems = list(problems)
-    seeded = seed is not None and takes_seeds(policy.propose)
-    scorer_seeded = seed is not None and scorer is not None and takes_seeds(scorer.score)
-    requests = [0] * len(problems)  # requests each problem has sent so far
-
-    def seeds_of(members: list[int], count: Callable[[int], int]) -> list[int]:
-        """One seed per prefix or path of the members' requests, in order."""
-        return [derive_seed(seed, problems[i].id, requests[i], j) for i in members for j in range(count(i))]
-
-    ctx = Context(
-        task=task,
-        budget=budget,
-        step_tokens=policy.max_step_tokens,
-        score_tokens=scorer.max_tokens if scorer is not None else Context.score_tokens,
-    )
+    batcher = Batcher(task, policy, scorer, seed)
     trees: list[Tree | None] = [None] * len(problems)
-    waiting: dict[int, tuple[SearchRun, Propose | Score]] = {}
     queue = iter(range(len(problems)))
 
-    def advance(i: int, run: SearchRun, reply) -> None:
-        try:
-            waiting[i] = (run, run.send(reply))
-        except StopIteration as stop:
-            trees[i] = stop.value
-            waiting.pop(i, None)
-            if on_tree:
-                on_tree(stop.value)
-
-    def give_up(i: int, run: SearchRun, error: str) -> None:
-        """A model call for this problem failed for good: its result is an empty tree that says why."""
-        run.close()
-        waiting.pop(i)
-        trees[i] = Tree(problems[i], error=error)
+    def done(i: int, tree: Tree) -> None:
+        trees[i] = tree
         if on_tree:
-            on_tree(trees[i])
+            on_tree(tree)
 
     def refill() -> None:
-        while len(waiting) < batch_size and (i := next(queue, None)) is not None:
-            advance(i, search.run(problems[i], ctx), None)
+        while len(batcher) < batch_size and (i := next(queue, None)) is not None:
+            batcher.add(problems[i], search, budget, on_tree=lambda tree, i=i: done(i, tree))
 
     refill()
-    while waiting:
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, request) in waiting.items():
-            key = ("propose", request.n, request.temperature) if isinstance(request, Propose) else ("score",)
-            groups.setdefault(key, []).append(i)
-        for key, members in groups.items():
-            failed: dict[int, str] = {}
-            try:
-                if key[0] == "propose":
-                    prefixes = [p for i in members for p in waiting[i][1].prefixes]
-                    if seeded:
-                        seeds = seeds_of(members, lambda i: len(waiting[i][1].prefixes))
-                        replies = policy.propose(prefixes, n=key[1], temperature=key[2], seeds=seeds)
-                    else:
-                        replies = policy.propose(prefixes, n=key[1], temperature=key[2])
-                else:
-                    if scorer is None:
-                        raise ValueError(f"{type(search).__name__} needs a scorer")
-                    pairs = [(problems[i], path) for i in members for path in waiting[i][1].paths]
-                    args = [p for p, _ in pairs], [path for _, path in pairs]
-                    if scorer_seeded:
-                        replies = scorer.score(*args, seeds=seeds_of(members, lambda i: len(waiting[i][1].paths)))
-                    else:
-                        replies = scorer.score(*args)
-            except BackendError as error:
-                replies, failed = error.results, error.failed
-            offset = 0
-            for i in members:
-                requests[i] += 1
-                run, request = waiting[i]
-                count = len(request.prefixes if isinstance(request, Propose) else request.paths)
-                errors = [failed[j] for j in range(offset, offset + count) if j in failed]
-                if errors:
-                    give_up(i, run, errors[0])
-                else:
-                    advance(i, run, replies[offset : offset + count])
-                offset += count
+    while batcher:
+        batcher.step()
         refill()
     return trees  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from qstar.config import option
-from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.base import Commit, Context, SearchRun, register_search
 from qstar.search.steps import affordable, affordable_prefix, best, expand, score_nodes
 from qstar.types import Node, Problem, Tree
 
@@ -16,7 +16,8 @@ def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float
     """Roll out up to `count` trajectories from the root in waves (all the budget allows when None).
 
     Each step advances every unfinished trajectory of the wave with one batched request; a trajectory ends
-    at a terminal (complete or illegal) step. Returns the last node of each trajectory.
+    at a terminal (complete or illegal) step. Returns the last node of each trajectory. A single trajectory
+    commits to each step as it comes.
     """
     leaves: list[Node] = []
     wave = 1 if temperature == 0 else 16
@@ -31,6 +32,8 @@ def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float
             if not alive:
                 break
             nodes = [c for (c,) in (yield from expand(tree, ctx, alive, 1, temperature))]
+            if count == 1:  # one trajectory: each step is the answer's
+                yield Commit(nodes[0])
             leaves += [n for n in nodes if n.terminal]
             alive = [n for n in nodes if not n.terminal]
         leaves += alive

@@ -104,6 +104,19 @@ def best(nodes: list[Node]) -> Node | None:
     return max(steps, key=lambda n: (n.score if n.score is not None else -1.0, n.step.logprob), default=None)
 
 
+def common_ancestor(nodes: list[Node]) -> Node | None:
+    """The deepest node on every one of the nodes' paths from the root (None for no nodes)."""
+    paths = [node.lineage() for node in nodes]
+    if not paths:
+        return None
+    shared = paths[0][0]
+    for column in zip(*paths, strict=False):
+        if any(n is not column[0] for n in column):
+            break
+        shared = column[0]
+    return shared
+
+
 def grow(tree: Tree, ctx: Context, frontier: list[Node], k: int, temperature: float):
     """Expand every frontier node with `k` proposals and score the new children, the most likely first as far
     as the budget goes (the rest keep no score); None when the proposals themselves are unaffordable."""
