@@ -72,7 +72,7 @@ def add_plugin_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
     p.add_argument(
         "--policy",
         default="tiny",
@@ -83,7 +83,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy-args", type=json_object, default={}, help="backend options as JSON, e.g. '{\"max_step_tokens\": 64}'"
     )
-    p.add_argument("--api-key", default=None, help="the server's API key (default: $OPENAI_API_KEY)")
+    p.add_argument(
+        key_flag, dest="api_key", default=None, help="the policy server's API key (default: $OPENAI_API_KEY)"
+    )
     p.add_argument("--model", default=None, help="model name on the server (default: $OPENAI_MODEL, else the first)")
     p.add_argument(
         "--chat",
@@ -307,6 +309,70 @@ def build_parser() -> argparse.ArgumentParser:
             add_config_args(k, LoRAConfig, "lora-")
         add_plugin_arg(k)
 
+    srv = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible endpoint whose replies are searches (streams each step as it is decided)",
+        description="Serve /v1/chat/completions and /v1/completions: the last user message (or the prompt) is a "
+        "problem of the task, searched with the server's search and budget (capped by the request's max_tokens). "
+        "A request's `model` may be `<search>-<model id>`, and its body (the OpenAI client's extra_body) may set "
+        "`search`, `search_args` and `budget` (up to --budget). Also GET /v1/models, /health, /metrics "
+        "(Prometheus) and, with --keep-trees, /trees/{id}. Needs the serve extra: pip install 'qstar[serve]'.",
+    )
+    srv.add_argument("--task", default="countdown", help=f"the task: {names('task')} (default: countdown)")
+    add_search_args(srv)
+    srv.add_argument(
+        "--budget",
+        type=positive_int,
+        default=2000,
+        help="generated tokens a request may spend: the default and the cap (default: 2000)",
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    srv.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    srv.add_argument(
+        "--api-key",
+        dest="serve_key",
+        metavar="KEY",
+        default=None,
+        help="clients must send `Authorization: Bearer KEY` (default: $QSTAR_API_KEY, else no key)",
+    )
+    srv.add_argument("--model-id", default="qstar", help="the model id clients name (default: qstar)")
+    srv.add_argument(
+        "--keep-trees",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the last N requests' search trees, viewable at GET /trees/{id} (default: 0)",
+    )
+    srv.add_argument(
+        "--window",
+        type=float,
+        default=0.01,
+        help="seconds an idle server waits for more requests to batch with the first (default: 0.01)",
+    )
+    srv.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level; info logs every request (default: warning)",
+    )
+    add_model_args(srv, key_flag="--policy-api-key")
+    srv.set_defaults(batch_size=256)  # a server's searches in flight: more than an eval's, requests come in bursts
+
+    vw = sub.add_parser(
+        "view",
+        help="write a search-tree viewer: one self-contained HTML file",
+        description="Draw search trees in a web page that needs no network: the problems (solved or not, tokens) "
+        "and one problem's tree, each node's step, prior, visits, values, legality, the chosen path highlighted, "
+        "and for an improve run the training records each node produced.",
+    )
+    vw.add_argument("trees", help="a trees.jsonl(.gz) file, an improve run folder or one of its iteration folders")
+    vw.add_argument(
+        "--problem", default=None, help="the problem id shown first (default: the first of the last iteration)"
+    )
+    vw.add_argument("-o", "--output", default=None, help="the HTML file to write (default: tree.html)")
+    vw.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    add_plugin_arg(vw)
+
     lst = sub.add_parser("list", help="the tasks, policies, scorers and searches that can be named, and their options")
     lst.add_argument("--json", action="store_true", help="print one JSON object instead of a list")
     add_plugin_arg(lst)
@@ -325,10 +391,14 @@ def replica_of(args: argparse.Namespace):
         task_options={"problems_file": args.problems} if getattr(args, "problems", None) else {},
         policy=args.policy,
         policy_options={
-            "seed": args.seed, "model": args.model, "chat": args.chat, "api_key": args.api_key, **args.policy_args
+            "seed": args.seed,
+            "model": args.model,
+            "chat": args.chat,
+            "api_key": args.api_key,
+            **args.policy_args,
         },
         plugins=tuple(args.plugin),
-    )  # fmt: skip
+    )
     args.scorer = args.scorer or default_scorer(replica.load_task())
     scorer_name(args.scorer)
     policy_name(args.policy)
@@ -516,6 +586,47 @@ def print_train(result: dict, console: Console) -> None:
         )
 
 
+def cmd_serve(args: argparse.Namespace) -> dict:
+    from qstar.pipelines.serve import ServeConfig, serve
+
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise QstarError(
+            f"qstar serve needs the serve extra ({error.name} is missing): pip install 'qstar[serve]'"
+        ) from error
+    cfg = ServeConfig(
+        model=args.model_id,
+        search=args.search,
+        search_args=args.search_args,
+        budget=args.budget,
+        api_key=args.serve_key or os.environ.get("QSTAR_API_KEY"),
+        keep_trees=args.keep_trees,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        window=args.window,
+    )
+    task, policy, scorer, _ = setup(args)
+    serve(task, policy, scorer, cfg, args.host, args.port, args.log_level)
+    return {}
+
+
+def cmd_view(args: argparse.Namespace) -> dict:
+    from qstar.pipelines.view import view
+
+    return view(args.trees, args.problem, args.output)
+
+
+def print_view(result: dict, console: Console) -> None:
+    console.print(
+        f"wrote {result['output']}: {result['problems']} problems, {result['nodes']} nodes "
+        f"(showing {result['problem']}); open it in a browser",
+        markup=False,
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> dict:
     from qstar.policy import POLICIES
     from qstar.scorers import SCORERS
@@ -557,6 +668,8 @@ COMMANDS = {
         cmd_train,
         print_train,
     ),
+    "serve": (cmd_serve, lambda r, c: None),
+    "view": (cmd_view, print_view),
     "list": (cmd_list, print_list),
 }
 
