@@ -1,6 +1,9 @@
 """Data from trees and the three trainers (SFT, step-DPO, value): losses fall and every trainable parameter
 changes, for the built-in tiny Llama and for another HF architecture (GPT-2) through the same code."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2ForTokenClassification, GPT2LMHeadModel
@@ -229,3 +232,19 @@ def test_a_checkpoint_replaces_a_folder_left_by_a_killed_run(tmp_path):
     save_checkpoint(model, tok, tmp_path / "adapter")
     assert not (tmp_path / "adapter" / "stale.bin").exists() and not (tmp_path / "adapter.tmp").exists()
     assert AutoConfig.from_pretrained(tmp_path / "adapter").model_type == "gpt2"
+
+
+def test_training_runs_leave_no_folder_behind(tmp_path):
+    """The Trainers save nothing in their output_dir: a process uses one temporary folder, removed when it exits."""
+    script = "\n".join(
+        [
+            "import os, tempfile",
+            "from qstar.train.common import training_arguments",
+            "from qstar.train.config import SFTConfig",
+            f"tempfile.tempdir = {str(tmp_path)!r}",
+            "folders = {training_arguments(SFTConfig())['output_dir'] for _ in range(3)}",
+            "assert len(folders) == 1 and all(os.path.isdir(f) for f in folders), folders",
+        ]
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert list(tmp_path.iterdir()) == []

@@ -41,12 +41,23 @@ def trainable(path: str | Path, lora: LoRAConfig | None, device: str | None = No
     return (model.to(device) if device else model), (lora.peft() if lora is not None and not continuing else None)
 
 
+SCRATCH: list[tempfile.TemporaryDirectory] = []  # alive until the process exits, which removes the folder
+
+
+def scratch_folder() -> str:
+    """The Trainers' `output_dir`, where nothing is saved: one temporary folder per process, not one per training
+    run left behind in the system's temporary folder."""
+    if not SCRATCH:
+        SCRATCH.append(tempfile.TemporaryDirectory(prefix="qstar-train-"))
+    return SCRATCH[0].name
+
+
 def training_arguments(cfg: TrainConfig) -> dict[str, Any]:
     """The `TrainingArguments` (or TRL config) fields of `cfg`: AdamW with linear warm-up and cosine decay to 10%,
     bf16 on a GPU that supports it, fp32 on the CPU, a loss logged every step, nothing saved by the Trainer."""
     cuda = torch.cuda.is_available()
     return {
-        "output_dir": tempfile.mkdtemp(prefix="qstar-train-"),
+        "output_dir": scratch_folder(),
         "num_train_epochs": cfg.epochs,
         "per_device_train_batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
