@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import socket
 import statistics
@@ -40,6 +41,13 @@ def free_port() -> int:
 def metric(url: str, name: str) -> float:
     lines = httpx.get(url + "/metrics").text.splitlines()
     return sum(float(line.split()[-1]) for line in lines if line.split(" ")[0] == name)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_memory_mb(pid: int) -> float:
@@ -120,9 +128,11 @@ def main() -> None:
                     raise SystemExit(f"qstar serve did not start: {server.stderr.read()}") from None
                 time.sleep(0.2)
         calls = metric(url, "qstar_policy_calls_total")
+        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
         start = time.perf_counter()
         results = asyncio.run(asyncio.wait_for(clients(url, texts, args.max_tokens, args.timeout), args.timeout))
         wall = time.perf_counter() - start
+        server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
         calls = metric(url, "qstar_policy_calls_total") - calls
         memory = peak_memory_mb(server.pid)
     finally:
@@ -172,7 +182,12 @@ def main() -> None:
         f"{memory:.0f} MiB",
         f"{wall / eval_figures['seconds']:.2f}",
     )
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    console.print(
+        f"CPU seconds while the clients ran: server {server_cpu:.1f}, clients {client_cpu:.1f} "
+        f"(of {wall * (os.cpu_count() or 1):.1f} on {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":
