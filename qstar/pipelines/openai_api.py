@@ -84,7 +84,7 @@ def read_order(body: dict[str, Any], task: Task, caps: Caps, chat: bool) -> Orde
     """Check a request body against the task and the caps; every refusal is a 400 (404 for an unknown model)."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise APIError(400, "`n` must be 1: a search returns one answer", code="invalid_n")
     name = body.get("search") or search_of(body.get("model"), caps)
     args = body.get("search_args")
@@ -96,8 +96,10 @@ def read_order(body: dict[str, Any], task: Task, caps: Caps, chat: bool) -> Orde
         search = get_search(name, **args)
     except (QstarError, TypeError, ValueError) as error:
         raise APIError(400, f"bad search: {error}", code="invalid_search") from error
-    budget = body.get("budget", caps.budget)
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    budget = body.get("budget")
+    budget = caps.budget if budget is None else budget
+    limit = body.get("max_completion_tokens")
+    limit = body.get("max_tokens") if limit is None else limit
     for field_, value in (("budget", budget), ("max_tokens", limit)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise APIError(400, f"`{field_}` must be a positive integer", code="invalid_value")
@@ -112,7 +114,7 @@ def read_order(body: dict[str, Any], task: Task, caps: Caps, chat: bool) -> Orde
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise APIError(400, "`seed` must be an integer", code="invalid_value")
-    options = body.get("stream_options") or {}
+    options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
     return Order(problem, name, search, budget, seed, bool(body.get("stream")), bool(options.get("include_usage")))
 
 

@@ -1,0 +1,66 @@
+"""Where the first step fails, per evaluation split: does greedy's first step keep the problem solvable, does any of
+`k` sampled first steps, and does the value model's pick among those samples? The exhaustive solver decides
+solvability (statistics only: it never guides a search or enters training data).
+
+    python benchmarks/first_steps.py                      # the shipped models on game24 test and countdown val_target
+    python benchmarks/first_steps.py --policy runs/cd/iter-1/policy --value runs/cd/iter-1/value --limit 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from qstar.policy import load_policy
+from qstar.scorers import get_scorer
+from qstar.tasks import get_task
+from qstar.tasks.countdown.solver import is_solvable
+
+
+def solvable(task, problem, step) -> bool:
+    """Whether the numbers left after `step` can still make the target."""
+    left = task.left_after(problem, [step.text])
+    return left is not None and is_solvable(left, problem.meta["target"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="tiny", help="the policy (default: the shipped one)")
+    parser.add_argument("--value", default="tiny-value", help="the value model (default: the shipped one)")
+    parser.add_argument("--k", type=int, default=16, help="sampled first steps per problem (dfs-wide's root_k)")
+    parser.add_argument("--limit", type=int, default=None, help="problems per split (default: all)")
+    args = parser.parse_args()
+    policy = load_policy(args.policy, seed=0)
+    table = Table(title=f"first steps that keep the problem solvable ({args.policy}, {args.k} samples, {args.value})")
+    for col in ("split", "problems", "greedy's", "any of the samples", "the value model's pick of them"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for name, split in (("game24", "test"), ("countdown", "val_target")):
+        task = get_task(name)
+        value = get_scorer(args.value, task, policy)
+        problems = task.problems(split, args.limit)
+        prompts = [task.render(p, []) for p in problems]
+
+        greedy = [solvable(task, p, steps[0]) for p, steps in zip(problems, policy.propose(prompts), strict=True)]
+        samples = policy.propose(prompts, n=args.k, temperature=1.0, seeds=list(range(len(prompts))))
+        flat = [(p, s) for p, steps in zip(problems, samples, strict=True) for s in steps]
+        scores = value.score([p for p, _ in flat], [[s.text] for _, s in flat]).values
+        any_, picked = [], []
+        for i, (problem, steps) in enumerate(zip(problems, samples, strict=True)):
+            mine = scores[i * args.k : (i + 1) * args.k]
+            any_.append(any(solvable(task, problem, s) for s in steps))
+            picked.append(solvable(task, problem, steps[max(range(args.k), key=lambda j, mine=mine: mine[j])]))
+        n = len(problems)
+        table.add_row(
+            f"{name} {split}",
+            str(n),
+            f"{sum(greedy) / n:.1%}",
+            f"{sum(any_) / n:.1%}",
+            f"{sum(picked) / n:.1%}",
+        )
+    Console(width=140).print(table)
+
+
+if __name__ == "__main__":
+    main()
