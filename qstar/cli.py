@@ -621,8 +621,8 @@ def cmd_view(args: argparse.Namespace) -> dict:
 
 def print_view(result: dict, console: Console) -> None:
     console.print(
-        f"wrote {result['output']}: {result['problems']} problems, {result['nodes']} nodes "
-        f"(showing {result['problem']}); open it in a browser",
+        f"wrote {result['output']}: {result['problems']} trees ({len(result['iterations'])} iteration(s)), "
+        f"{result['nodes']} nodes, opening on {result['problem']}; open it in a browser",
         markup=False,
     )
 
