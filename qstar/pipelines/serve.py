@@ -10,9 +10,10 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from qstar.config import option
 from qstar.errors import QstarError
 from qstar.pipelines import openai_api as api
 from qstar.pipelines.engine import Engine, Ticket
@@ -27,15 +28,15 @@ from qstar.types import Step, Tree
 class ServeConfig:
     """How `qstar serve` answers: its search and caps, who may call it, what it keeps."""
 
-    model: str = field(default="qstar", metadata={"help": "the served model's id (`<search>-<id>` picks a search)"})
-    search: str = field(default="greedy", metadata={"help": "the search a request runs unless it names another"})
-    search_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "that search's hyper-parameters"})
-    budget: int = field(default=2000, metadata={"help": "generated tokens a request may spend: default and cap"})
-    api_key: str | None = field(default=None, metadata={"help": "clients must send `Authorization: Bearer KEY`"})
-    keep_trees: int = field(default=0, metadata={"help": "keep the last N requests' trees at GET /trees/{id}"})
-    seed: int = field(default=0, metadata={"help": "seed of a request that sends none"})
-    batch_size: int = field(default=256, metadata={"help": "searches in flight at once; more wait their turn"})
-    window: float = field(default=0.01, metadata={"help": "seconds an idle engine waits for requests to batch"})
+    model: str = option("qstar", "the served model's id (`<search>-<id>` picks a search)")
+    search: str = option("greedy", "the search a request runs unless it names another")
+    search_args: dict[str, Any] = option({}, "that search's hyper-parameters")
+    budget: int = option(2000, "generated tokens a request may spend: default and cap")
+    api_key: str | None = option(None, "clients must send `Authorization: Bearer KEY`")
+    keep_trees: int = option(0, "keep the last N requests' trees at GET /trees/{id}")
+    seed: int = option(0, "seed of a request that sends none")
+    batch_size: int = option(256, "searches in flight at once; more wait their turn")
+    window: float = option(0.01, "seconds an idle engine waits for requests to batch")
 
     def __post_init__(self) -> None:
         if self.budget < 1 or self.batch_size < 1 or self.keep_trees < 0 or self.window < 0:
