@@ -95,8 +95,9 @@ class Registry(Generic[T]):
         if unknown:
             known = ", ".join(k for k in accepted if k not in (context or {})) or "none"
             raise QstarError(f"{self.kind} {name!r} has no option {unknown[0]!r} (its options: {known})")
+        checked = option_kinds(entry.factory)
         for key, value in options.items():
-            kinds = option_kinds(entry.factory).get(key)
+            kinds = checked.get(key)
             if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
                 wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds if k is not os.PathLike)
                 raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value!r}")

@@ -51,7 +51,6 @@ class Engine:
         self.inbox: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
         self.waiting: list[Ticket] = []  # submitted, not yet in the batcher (it is full)
         self.thread = threading.Thread(target=self.loop, name="qstar-engine", daemon=True)
-        self.steps = 0  # batcher steps taken: rounds of model calls
 
     @property
     def policy_calls(self) -> int:
@@ -123,7 +122,6 @@ class Engine:
                 ticket.on_tree(Tree(ticket.problem, error=f"{type(error).__name__}: {error}"))
 
     def step(self) -> None:
-        self.steps += 1
         try:
             self.batcher.step()
         except Exception as error:  # not a backend error (those end their own jobs): fail this round's jobs

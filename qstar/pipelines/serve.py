@@ -21,7 +21,7 @@ from qstar.policy.base import Policy
 from qstar.scorers.base import Scorer
 from qstar.search.base import SEARCHES, get_search
 from qstar.tasks.base import Task
-from qstar.types import Step, Tree
+from qstar.types import Tree
 
 
 @dataclass
@@ -168,7 +168,7 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
         return api.completion(rid, model, task, tree, order, chat, keep(rid, tree))
 
     async def stream(rid, model, order, ticket, events, chat, begun) -> AsyncIterator[str]:
-        sent: list[Step] = []
+        sent = 0  # steps streamed so far
         done = False
         try:
             if chat:
@@ -180,9 +180,9 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
                     metrics.requests.labels("502").inc()
                     yield sse(api.failure(value).body())
                     break
-                for step in steps[len(sent) :]:
+                for step in steps[sent:]:
                     yield sse(api.chunk(rid, model, chat, step.text + "\n"))
-                sent = list(steps)
+                sent = len(steps)
                 if kind == "tree":
                     tree: Tree = value
                     url = keep(rid, tree)
