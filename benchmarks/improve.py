@@ -7,8 +7,9 @@ ablations, one table. The recipes of the shipped checkpoints are config files in
     python benchmarks/improve.py --config configs/tiny-improved-3-cpu.toml --run-dir runs/d1   # third (2 cores)
     python benchmarks/improve.py --config configs/tiny-improved-4-cpu.toml --run-dir runs/d2   # fourth (2 cores)
     python benchmarks/improve.py --run-dir runs/X --resume
-    python benchmarks/improve.py --ablation            # search targets vs SFT + DPO, 3 seeds each (~45 min, 2 cores)
-    python benchmarks/improve.py --ablation --jobs 6   # the six runs at once (a machine with 12+ cores or a GPU)
+    python benchmarks/improve.py --ablation            # three arms, 3 seeds each (~70 min on 2 cores)
+    python benchmarks/improve.py --ablation --jobs 3   # three runs at once (a machine with 6+ cores or a GPU)
+    python benchmarks/improve.py --ablation --arms shared    # one arm
 
 Rows, all measured in this run on the same test problems:
   - iteration 0 (the starting policy; rules-only by default) and each iteration: greedy and search accuracy;
@@ -18,11 +19,12 @@ Rows, all measured in this run on the same test problems:
 Ratios are accuracies over iteration 0's, measured in the same run; the targets of issue #4 are printed
 beside the figures and are not changed by anything here.
 
-`--ablation` instead runs the config (default: the demo's) in two arms at the same search budget and iterations,
-each with 3 seeds (the problem samples, sampling and every trainer's seed): the policy trained toward the
-search's own choices (`search_targets`, AlphaZero's policy improvement, no DPO) against SFT on verified solutions
-with light step-DPO (the earlier recipe); a table of the last iteration's greedy and search accuracy per seed,
-mean +- standard deviation, and each arm's seconds (the compute each spent).
+`--ablation` instead runs the config (default: the demo's) in three arms at the same search budget and
+iterations, each with 3 seeds (the problem samples, sampling and every trainer's seed): the policy trained toward
+the search's own choices (`search_targets`, AlphaZero's policy improvement, no DPO), SFT on verified solutions
+with light step-DPO (the earlier recipe), and the search targets on a shared trunk (`shared_trunk`: policy and
+value one network, both heads trained together); `--arms` picks some. A table of the last iteration's greedy and
+search accuracy per seed, mean +- standard deviation, and each arm's seconds (the compute each spent).
 """
 
 from __future__ import annotations
@@ -58,10 +60,12 @@ def ratio(x: float | None, base: float | None) -> str:
     return f"{x / base:.2f}x" if base > 0 else f"+{x - base:.1%} (baseline 0)"
 
 
-ARMS = {  # the ablation's arms: settings laid over the config
-    "search targets, no DPO": {"search_targets": True, "step_dpo": False},
-    "SFT + light step-DPO": {"search_targets": False, "step_dpo": True},
+ARMS = {  # the ablation's arms: a short name (its runs' folders), its title, and settings laid over the config
+    "targets": ("search targets, no DPO", {"search_targets": True, "step_dpo": False}),
+    "dpo": ("SFT + light step-DPO", {"search_targets": False, "step_dpo": True}),
+    "shared": ("shared trunk, search targets", {"search_targets": True, "step_dpo": False, "shared_trunk": True}),
 }
+TRAINERS = ("sft", "dpo", "value", "policy_value")  # every trainer's seed follows the run's
 
 
 def improve_run(settings: dict, run_dir: str, threads: int | None) -> tuple[list[dict], float]:
@@ -76,24 +80,24 @@ def improve_run(settings: dict, run_dir: str, threads: int | None) -> tuple[list
     return rows, sum(sum(t.values()) for t in timings)
 
 
-def ablation(settings: dict, run_dir: Path, seeds: int, jobs: int, console: Console) -> None:
-    """Both arms with `seeds` seeds each, `jobs` runs at once (each in its own process)."""
+def ablation(settings: dict, run_dir: Path, arms: list[str], seeds: int, jobs: int, console: Console) -> None:
+    """The arms with `seeds` seeds each, `jobs` runs at once (each in its own process)."""
     import os
     import statistics
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     runs = {}
-    for arm, over in ARMS.items():
+    for arm in arms:
         for seed in range(seeds):
-            seeded = {"seed": seed, **{k: {**settings.get(k, {}), "seed": seed} for k in ("sft", "dpo", "value")}}
-            folder = run_dir / f"{'targets' if over['search_targets'] else 'dpo'}-seed{seed}"
-            runs[(arm, seed)] = ({**settings, **over, **seeded}, str(folder))
+            seeded = {"seed": seed, **{k: {**settings.get(k, {}), "seed": seed} for k in TRAINERS}}
+            runs[(arm, seed)] = ({**settings, **ARMS[arm][1], **seeded}, str(run_dir / f"{arm}-seed{seed}"))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = {key: pool.submit(improve_run, *run, threads) for key, run in runs.items()}
         results = {key: future.result() for key, future in futures.items()}
-    (run_dir / "ablation.json").write_text(json.dumps({f"{a} / seed {s}": r for (a, s), r in results.items()}))
+    saved = {f"{ARMS[a][0]} / seed {s}": r for (a, s), r in results.items()}
+    (run_dir / "ablation.json").write_text(json.dumps(saved))
 
     def spread(values: list[float], fmt=pct) -> str:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -102,12 +106,12 @@ def ablation(settings: dict, run_dir: Path, seeds: int, jobs: int, console: Cons
     table = Table(title=f"policy improvement ablation: the last iteration, {seeds} seeds, {jobs} run(s) at once")
     for col in ("arm", "greedy by seed", "greedy", "search by seed", "search", "search tokens", "seconds"):
         table.add_column(col, justify="left" if col == "arm" else "right")
-    for arm in ARMS:
+    for arm in arms:
         last = [results[(arm, s)][0][-1] for s in range(seeds)]
         greedy = [r["greedy_accuracy"] for r in last]
         search = [r["search_accuracy"] for r in last]
         table.add_row(
-            arm,
+            ARMS[arm][0],
             " / ".join(pct(g) for g in greedy),
             spread(greedy),
             " / ".join(pct(x) for x in search),
@@ -132,7 +136,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="set a config field")
     parser.add_argument("--compare-searches", default="best-of-n,beam,mcts,dfs-wide", help="for value vs rollouts")
     parser.add_argument("--countdown-limit", type=int, default=200, help="val_target problems for the last policy")
-    parser.add_argument("--ablation", action="store_true", help="search targets vs SFT + DPO, --seeds seeds each")
+    parser.add_argument(
+        "--ablation", action="store_true", help="search targets vs SFT + DPO vs shared trunk, --seeds seeds each"
+    )
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"the ablation's arms, of {', '.join(ARMS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm of --ablation")
     parser.add_argument("--jobs", type=int, default=1, help="runs of --ablation at once, each in its own process")
     args = parser.parse_args()
@@ -151,7 +158,10 @@ def main() -> None:
     run_dir = Path(args.run_dir or f"runs/bench-improve-{Path(args.config).stem if args.config else 'demo'}")
     console = Console(width=150)
     if args.ablation:
-        ablation(settings, Path(args.run_dir or "runs/ablation"), args.seeds, args.jobs, console)
+        arms = [a.strip() for a in args.arms.split(",")]
+        if unknown := [a for a in arms if a not in ARMS]:
+            parser.error(f"unknown arm {unknown[0]!r}; the arms are {', '.join(ARMS)}")
+        ablation(settings, Path(args.run_dir or "runs/ablation"), arms, args.seeds, args.jobs, console)
         return
     start = time.time()
     run = Improve(cfg, run_dir, resume=args.resume)

@@ -3,6 +3,8 @@ boundaries are token boundaries, padding, and reading a value / PRM model at eac
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,13 +62,90 @@ def load_causal_lm(path: str | Path, trainable: bool = False, **kwargs) -> PreTr
 
         model = AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=trainable, **kwargs)
         return model if trainable else model.merge_and_unload()
-    model = AutoModelForCausalLM.from_pretrained(**where(path), **kwargs)
+    with quiet_loading() if value_head_files(path) else contextlib.nullcontext():  # its value head is not the LM's
+        model = AutoModelForCausalLM.from_pretrained(**where(path), **kwargs)
     if Path(path).suffix == ".gguf":  # dequantised, but marked as a GGUF-quantised model that cannot be saved
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         plain = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype)
         plain.load_state_dict(model.state_dict())
         model = plain
+    return model
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' load report off: a shared-trunk checkpoint's value head is an expected extra for the LM."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def value_head_name(config) -> str:
+    """What the architecture's token-classification model calls its head (`score` for Llama, `classifier` for
+    GPT-2): the name a value head on a policy takes, so that model class loads it."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = AutoModelForTokenClassification.from_config(config)
+    heads = [
+        n for n, m in model.named_children() if n != model.base_model_prefix and next(m.parameters(), None) is not None
+    ]
+    if len(heads) != 1:
+        raise QstarError(f"cannot tell the value head of a {config.model_type} token-classification model: {heads}")
+    return heads[0]
+
+
+def is_causal_lm(config: dict) -> bool:
+    """A `config.json` of a causal LM (`LlamaForCausalLM`, `GPT2LMHeadModel`, ...), not of a value model."""
+    return (config.get("architectures") or [""])[0].endswith(("ForCausalLM", "LMHeadModel"))
+
+
+def value_head_files(path: str | Path) -> dict[str, Path]:
+    """The value head's weights a policy checkpoint holds (a shared-trunk policy/value model): each name and the
+    safetensors file it is in; empty for a plain policy, a value model, an adapter folder or a `.gguf` file."""
+    path = Path(path)
+    config = path / "config.json"
+    if not config.is_file() or not is_causal_lm(json.loads(config.read_text())):
+        return {}
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weights = {k: path / f for k, f in json.loads(index.read_text())["weight_map"].items()}
+    elif (path / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(path / "model.safetensors", "pt") as f:
+            weights = dict.fromkeys(f.keys(), path / "model.safetensors")
+    else:
+        return {}
+    head = value_head_name(AutoConfig.from_pretrained(path)) + "."
+    return {k: f for k, f in weights.items() if k.startswith(head)}
+
+
+def with_value_head(model: PreTrainedModel, path: str | Path | None = None) -> PreTrainedModel:
+    """The causal LM with a two-class value head on its last hidden state (AlphaZero's two heads on one trunk),
+    loaded from `path`'s checkpoint where that holds one, else freshly initialised. `save_pretrained` then writes
+    one checkpoint that `AutoModelForCausalLM` loads as the policy and `AutoModelForTokenClassification` as the
+    value model."""
+    from safetensors import safe_open
+
+    name = value_head_name(model.config)
+    head = torch.nn.Linear(model.config.hidden_size, 2).to(model.device, model.dtype)
+    model._init_weights(head)
+    saved = value_head_files(path) if path is not None else {}
+    if saved:
+        weights = {}
+        for key, file in saved.items():
+            with safe_open(file, "pt") as f:
+                weights[key.removeprefix(name + ".")] = f.get_tensor(key)
+        head.load_state_dict(weights)
+    model.add_module(name, head)
+    model.config.num_labels = 2
     return model
 
 

@@ -93,7 +93,8 @@ def test_improve_help_explains_every_option(qstar):
     blocks = re.split(r"\n  (?=-)", out.stdout.split("options:", 1)[1])  # one block per option
     helps = {block.split()[0].rstrip(","): " ".join(block.split()) for block in blocks if block.strip()}
     for f in ImproveConfig.__dataclass_fields__.values():
-        flag = "--" + f.name.replace("_", "-") + ("-epochs" if f.name in ("sft", "dpo", "value") else "")
+        nested = f.name in ("sft", "dpo", "value", "policy_value")
+        flag = "--" + f.name.replace("_", "-") + ("-epochs" if nested else "")
         assert flag in helps, flag
         assert "(default:" in helps[flag] and len(helps[flag]) > len(flag) + 40, helps[flag]  # words, not a default
 

@@ -151,6 +151,28 @@ def test_a_start_value_model_guides_the_first_search(tmp_path):
     assert isinstance(Improve(small_config(), tmp_path / "b").models(0)[1], RolloutScorer)
 
 
+def test_a_shared_trunk_run_keeps_one_network_for_policy_and_value(tmp_path):
+    """With `shared_trunk`, each iteration's policy/ holds the value head too, trained in the same stage, and the
+    evaluation's search is guided by it; no separate value model is written."""
+    from qstar.errors import QstarError
+    from qstar.models import value_head_files
+    from qstar.train.config import PolicyValueConfig
+
+    with pytest.raises(QstarError, match="drop step_dpo"):
+        small_config(shared_trunk=True)
+    cfg = small_config(
+        iterations=1, shared_trunk=True, step_dpo=False, policy_value=PolicyValueConfig(epochs=20.0, value_epochs=1.0)
+    )
+    run = Improve(cfg, tmp_path)
+    rows = run.run()
+    it = tmp_path / "iter-1"
+    assert value_head_files(it / "policy") and not (it / "value").exists()
+    assert run.value_path(1) == it / "policy" and rows[-1]["scorer"] == "value"
+    losses = [h["loss"] for h in json.loads((it / "policy_value_history.json").read_text())]
+    assert sum(losses[-3:]) < sum(losses[:3])
+    assert list(json.loads((it / "timings.json").read_text()))[2:4] == ["train_policy", "train_value"]
+
+
 def test_the_demo_config_is_a_valid_run_with_the_search_targets():
     """configs/demo.toml, what scripts/demo.sh runs, is a valid run (every name and value checked before any work)."""
     from qstar.config import from_dict, read_config_file

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForTokenClassification, GPT2LMHeadModel
 
+from qstar.errors import QstarError
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.records import node_values, preference_records, search_target_records, sft_records, value_records
 from qstar.scorers import RolloutScorer
@@ -248,3 +249,50 @@ def test_training_runs_leave_no_folder_behind(tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["tiny", "gpt2"])
+def test_a_shared_trunk_learns_both_heads_and_loads_as_either_model(trees, kind, tmp_path):
+    """AlphaZero's two heads: one trainer fits the LM head to the verified solutions and the value head to the step
+    labels; its one checkpoint loads as the policy and as the value model, each computing what it did in training."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    from qstar.models import load_causal_lm, value_head_files, with_value_head
+    from qstar.train.config import PolicyValueConfig
+    from qstar.train.policy_value import train_policy_value
+
+    model, tok = models(kind)
+    model = with_value_head(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sft, values = sft_records(trees, TASK), value_records(trees, TASK)
+    cfg = PolicyValueConfig(epochs=12, value_epochs=12, batch_size=8, lr=3e-3)
+    trained = train_policy_value(model, tok, sft, values, cfg, TASK.separator, quiet=True)
+    assert_learned(trained.history, before, trained.model)
+
+    trained.model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert value_head_files(tmp_path) and not value_head_files(tmp_path.parent)
+    ids = torch.tensor([tok(sft[0]["prompt"] + sft[0]["completion"])["input_ids"]])
+    hidden = trained.model.base_model(input_ids=ids).last_hidden_state
+    policy = load_causal_lm(tmp_path).eval()
+    assert torch.allclose(policy(input_ids=ids).logits, trained.model(input_ids=ids).logits, atol=1e-5)
+    assert type(policy) is type(AutoModelForCausalLM.from_pretrained(tmp_path))
+    value = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
+    head = value.score if kind == "tiny" else value.classifier
+    assert torch.allclose(value(input_ids=ids).logits, head(hidden), atol=1e-5)
+    assert torch.equal(
+        with_value_head(load_causal_lm(tmp_path), tmp_path).state_dict()[
+            f"{'score' if kind == 'tiny' else 'classifier'}.weight"
+        ],
+        head.weight,
+    )
+
+    with pytest.raises(QstarError, match="without a value head"):
+        ValueScorer(TASK, path="tiny-rules")  # never a random head read as values
+    scorer = ValueScorer(TASK, path=str(tmp_path), ground_truth=False)  # the value head ranks first steps
+    problem = {TASK.render(p, []): p for p in PROBLEMS}
+    good = [r for r in values if r["labels"][0] > 0]
+    bad = [r for r in values if r["labels"][0] == 0]
+    v_good = scorer.values([problem[r["prompt"]] for r in good], [r["completions"][:1] for r in good])
+    v_bad = scorer.values([problem[r["prompt"]] for r in bad], [r["completions"][:1] for r in bad])
+    assert sum(v_good) / len(v_good) > sum(v_bad) / len(v_bad)

@@ -1,5 +1,6 @@
 """`qstar improve`: the Q* loop. Each iteration: search the train split with the current policy and value
-model → save the trees → extract records → train the policy (SFT, step-DPO) and the value model → evaluate
+model → save the trees → extract records → train the policy (SFT, step-DPO) and the value model (or both heads
+of one shared-trunk network) → evaluate
 greedy and search on the test split → append to metrics.jsonl and redraw the plots.
 
 Every stage writes its output atomically (files through a temporary name, checkpoints through a temporary
@@ -40,6 +41,7 @@ from qstar.models import (
     load_tokenizer,
     save_checkpoint,
     value_model_from,
+    with_value_head,
 )
 from qstar.pipelines.evaluate import evaluate
 from qstar.pipelines.improve_config import ImproveConfig
@@ -53,6 +55,7 @@ from qstar.search import get_search
 from qstar.tasks import get_task
 from qstar.train.common import trainable
 from qstar.train.dpo import train_dpo
+from qstar.train.policy_value import train_policy_value
 from qstar.train.sft import train_sft
 from qstar.train.value import train_value
 
@@ -200,9 +203,10 @@ class Improve:
         return self.served[1]
 
     def value_path(self, k: int) -> Path | None:
-        """Iteration k's value model; before iteration 1 the `start_value` one, if any."""
+        """Iteration k's value model (its policy with `shared_trunk`); before iteration 1 the `start_value` one, if
+        any."""
         if k > 0:
-            return self.it(k) / "value"
+            return self.it(k) / ("policy" if self.cfg.shared_trunk else "value")
         return resolve(self.cfg.start_value) if self.cfg.start_value else None
 
     # ---- stages -------------------------------------------------------------------------------------------
@@ -267,6 +271,8 @@ class Improve:
         out = self.it(k) / "policy"
         if out.exists():
             return
+        if self.cfg.shared_trunk:
+            return self.fit_shared(self.training_start(k), out)
         sft_out = self.it(k) / "policy-sft" if self.cfg.step_dpo else out
         if not sft_out.exists():
             self.fit("sft", self.training_start(k), sft_out, merge=not self.cfg.step_dpo)
@@ -288,7 +294,7 @@ class Improve:
         """The value model trains on from the previous one, else from the policy's weights (adapters merged)
         with a fresh two-class head."""
         out = self.it(k) / "value"
-        if not out.exists():
+        if not out.exists() and not self.cfg.shared_trunk:  # a shared trunk's value head trained with the policy
             self.fit("value", self.value_path(k - 1) or self.it(k) / "policy", out)
 
     def fit(self, kind: str, start: Path, out: Path, merge: bool = False) -> None:
@@ -320,6 +326,16 @@ class Improve:
         replace_folder(work, target)
         if merged:
             save_checkpoint(load_causal_lm(target), load_tokenizer(target), out)
+
+    def fit_shared(self, start: Path, out: Path) -> None:
+        """Train the policy and its value head together (`qstar.train.policy_value`) from `start` (a fresh head
+        on a plain policy) on this iteration's SFT and value records into the checkpoint `out`."""
+        model = with_value_head(load_causal_lm(start), start).to(self.device)
+        tokenizer = load_tokenizer(start)
+        sft, values = read_jsonl(out.parent / "sft.jsonl"), read_jsonl(out.parent / "value.jsonl")
+        trained = train_policy_value(model, tokenizer, sft, values, self.cfg.policy_value, self.task.separator)
+        atomic_write(out.parent / "policy_value_history.json", json.dumps(trained.history).encode())
+        save_checkpoint(trained.model, tokenizer, out)  # its folder appears whole, marking the stage done
 
     def evaluate_models(self, k: int) -> dict:
         """Greedy and search accuracy on the evaluation split with iteration k's models."""

@@ -10,7 +10,7 @@ from qstar.config import check, option
 from qstar.records import LABEL_KINDS
 from qstar.search import get_search
 from qstar.tasks import TASKS
-from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, ValueConfig
+from qstar.train.config import DPOConfig, LoRAConfig, PolicyValueConfig, SFTConfig, ValueConfig
 
 
 @dataclass
@@ -51,6 +51,11 @@ class ImproveConfig:
         "also fine-tune the policy toward the search's choices: at every node where it compared steps, each step "
         "its labels rank best (AlphaZero's policy improvement; one-step SFT records beside the verified solutions)",
     )
+    shared_trunk: bool = option(
+        False,
+        "one network for policy and value (AlphaZero's two heads on one trunk): each iteration's policy/ holds both "
+        "heads, trained together on the SFT and value records with the policy_value settings; no value/ folder",
+    )
     eval_search: str = option("best-of-n", "the search evaluated beside greedy")
     eval_search_args: dict = option({}, 'its hyper-parameters as JSON, e.g. {"root_k": 16}')
     eval_budget: int = option(2000, "generated tokens per evaluation problem")
@@ -81,6 +86,10 @@ class ImproveConfig:
     sft: SFTConfig = option(SFTConfig(epochs=20.0, lr=1e-3), "the SFT trainer's settings")
     dpo: DPOConfig = option(DPOConfig(epochs=1.0, lr=1e-4, beta=0.1), "the step-DPO trainer's settings")
     value: ValueConfig = option(ValueConfig(epochs=2.0, lr=1e-3), "the value trainer's settings")
+    policy_value: PolicyValueConfig = option(
+        PolicyValueConfig(epochs=20.0, value_epochs=2.0, lr=1e-3),
+        "the shared-trunk trainer's settings (with shared_trunk)",
+    )
 
     def __post_init__(self) -> None:
         for name in ("iterations", "train_problems", "data_budget", "eval_budget", "rollouts", "batch_size"):
@@ -114,6 +123,9 @@ class ImproveConfig:
             "on the previous iteration's weights)",
         )
         check(self.reload != "sglang" or self.merge or not self.lora, "reload sglang loads full weights: add merge")
+        if self.shared_trunk:
+            for name in ("step_dpo", "lora", "launcher", "served"):
+                check(not getattr(self, name), f"shared_trunk trains one network in this process: drop {name}")
 
     @property
     def served(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from qstar.checkpoints import resolve
@@ -20,17 +21,21 @@ class ValueScorer:
     complete solution its verdict (allowed in evaluation only where the verifier needs no reference answer)."""
 
     task: Task
-    path: str = option("tiny-value", "the value model: `tiny-value` (shipped) or a folder")
+    path: str = option(
+        "tiny-value", "the value model: `tiny-value` (shipped), a folder, or a shared-trunk policy's folder"
+    )
     ground_truth: bool = option(True, "the verifier decides illegal and complete paths")
     batch_size: int = option(256, "paths per forward pass")
     device: str | None = option(None, "cpu or cuda (default: cuda when visible)")
 
     def __post_init__(self) -> None:
-        from qstar.models import best_device, value_model_from  # torch loads when a model does, not on import
+        from qstar.models import best_device, is_causal_lm, value_head_files, value_model_from  # torch loads late
 
         folder = resolve(self.path)
         if not (folder / "config.json").is_file():
             raise QstarError(f"no value model at {folder} (expected a folder with config.json)")
+        if is_causal_lm(json.loads((folder / "config.json").read_text())) and not value_head_files(folder):
+            raise QstarError(f"{folder} is a policy without a value head: give a value model, or a shared-trunk one")
         model, self.tokenizer = value_model_from(folder)
         self.model = model.to(self.device or best_device()).eval()
         self.ground = VerifierScorer(self.task) if self.ground_truth else None

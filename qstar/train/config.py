@@ -77,3 +77,19 @@ class ValueConfig(TrainConfig):
     """Value-model training on `prompt`/`completions`/`labels` records (soft-label cross-entropy at each step)."""
 
     epochs: float = option(2.0, "passes over the records (fractions allowed)")
+
+
+@dataclass
+class PolicyValueConfig(TrainConfig):
+    """One trunk, two heads (`qstar.train.policy_value`): SFT records train the LM head, value records the value
+    head, and both the trunk they share."""
+
+    epochs: float = option(1.0, "passes over the SFT records (fractions allowed)")
+    lr: float = option(1e-3, "peak learning rate: linear warm-up, cosine decay to 10%")
+    value_epochs: float = option(1.0, "passes over the value records, spread over the same optimiser steps")
+    value_weight: float = option(1.0, "weight of the value loss beside the policy's")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.value_epochs >= 0, f"value_epochs must be 0 or more, not {self.value_epochs}")
+        check(self.value_weight >= 0, f"value_weight must be 0 or more, not {self.value_weight}")

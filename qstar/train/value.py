@@ -39,11 +39,19 @@ class ValueTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        logp = torch.log_softmax(outputs.logits.float(), dim=-1)
-        at = labels >= 0
-        target = labels[at]
-        loss = -(target * logp[at][:, 1] + (1 - target) * logp[at][:, 0]).mean()
+        loss = soft_label_loss(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
+
+
+def soft_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy between the two-class softmax and the soft label at every position with a label (>= 0);
+    0, still connected to the graph, where the batch has none."""
+    at = labels >= 0
+    if not at.any():
+        return logits.sum() * 0.0
+    logp = torch.log_softmax(logits.float(), dim=-1)[at]
+    target = labels[at]
+    return -(target * logp[:, 1] + (1 - target) * logp[:, 0]).mean()
 
 
 def value_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict], separator: str) -> Dataset:
