@@ -106,7 +106,9 @@ def add_model_args(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> N
         help='scorer options as JSON, e.g. \'{"k": 2}\' (rollouts), \'{"aggregate": "last"}\' (prm), '
         "'{\"samples\": 3}' (judge); `qstar list` shows every option",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed for sampling (eval, compare: the first of --seeds seeds)"
+    )
     p.add_argument(
         "--batch-size", type=positive_int, default=64, help="problems kept in flight, their model calls batched"
     )
@@ -468,6 +470,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
             args.batch_size,
             show_progress=not args.json,
             workers=workers,
+            seed=args.seed,
         )
     if args.save_trees:
         trees = [tree for run in runs for tree in run]
@@ -517,7 +520,7 @@ def cmd_compare(args: argparse.Namespace) -> dict:
     configured = [(name, args.search_args.get(name, {})) for name in searches]
     with workers_of(args, replica) as workers:
         rows = compare.compare(
-            task, problems, policy, scorer, configured, budgets, args.seeds, args.batch_size, workers=workers
+            task, problems, policy, scorer, configured, budgets, args.seeds, args.batch_size, workers, args.seed
         )
     where = args.problems or f"{args.task}/{args.split or task.eval_split}"
     compare.write(rows, Path(args.out), f"{where}, {len(problems)} problems, scorer {args.scorer}")

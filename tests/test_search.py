@@ -242,3 +242,12 @@ def test_the_rollout_scorer_reports_the_paths_whose_rollouts_failed():
     trees = run_search(get_search("beam", width=2, k=2), problems, task, ScriptedPolicy(), scorer, budget=2000)
     assert [t.error for t in trees] == [None, "server error 500", None]
     assert trees[0].tokens > 0 and trees[2].tokens > 0
+
+
+def test_evaluate_seeds_start_at_the_seed_given():
+    """`qstar eval --seed 1` searches as the second run of `--seeds 2` does, not as seed 0 again."""
+    search = get_search("sample", n=2)
+    _, two = evaluate(TASK, SMALL, ScriptedPolicy(), search, seeds=2, show_progress=False)
+    _, (one,) = evaluate(TASK, SMALL, ScriptedPolicy(), search, seed=1, show_progress=False)
+    trees = lambda run: [t.to_dict() for t in run]  # noqa: E731
+    assert trees(one) == trees(two[1]) != trees(two[0])

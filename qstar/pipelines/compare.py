@@ -32,9 +32,10 @@ def compare(
     seeds: int,
     batch_size: int = 64,
     workers: Workers | None = None,
+    seed: int = 0,
 ) -> list[dict]:
-    """One row per (search, budget): accuracy mean and spread over seeds, and the compute actually spent.
-    `searches` are (name, hyper-parameters) pairs; `workers`, if given, run the searches (see `evaluate`)."""
+    """One row per (search, budget): accuracy mean and spread over the seeds from `seed`, and the compute actually
+    spent. `searches` are (name, hyper-parameters) pairs; `workers`, if given, run the searches (see `evaluate`)."""
     rows = []
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("compare", total=len(searches) * len(budgets))
@@ -42,7 +43,7 @@ def compare(
             search = get_search(name, **options)
             for budget in budgets:
                 result, _ = evaluate(
-                    task, problems, policy, search, scorer, budget, seeds, batch_size, False, workers=workers
+                    task, problems, policy, search, scorer, budget, seeds, batch_size, False, workers=workers, seed=seed
                 )
                 rows.append({"search": name, "search_args": options, "budget": budget, **result.to_dict()})
                 progress.advance(bar)

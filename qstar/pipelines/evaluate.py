@@ -83,8 +83,10 @@ def evaluate(
     show_progress: bool = True,
     training_data: bool = False,
     workers: Workers | None = None,
+    seed: int = 0,
 ) -> tuple[EvalResult, list[list[Tree]]]:
-    """Run `search` on every problem (batched) once per seed and summarise; the progress bar goes to stderr.
+    """Run `search` on every problem (batched) once per seed (`seed`, `seed` + 1, ...) and summarise; the progress
+    bar goes to stderr.
     Searching for `training_data` may use a verifier that reads the reference answer; an evaluation may not.
     With `workers` the problems are searched by their replicas of the models (the same trees; see
     `qstar.pipelines.workers`); `policy` and `scorer` are then this process's copies, used for the checks."""
@@ -102,10 +104,10 @@ def evaluate(
             solved += tree.solved
             progress.update(bar, advance=1, solved=solved)
 
-        for seed in range(seeds):
+        for each in range(seed, seed + seeds):
             if workers is not None:
-                runs.append(workers.search(search, problems, budget, seed, on_tree))
+                runs.append(workers.search(search, problems, budget, each, on_tree))
                 continue
-            policy.seed(seed)
-            runs.append(run_search(search, problems, task, policy, scorer, budget, batch_size, on_tree, seed=seed))
+            policy.seed(each)
+            runs.append(run_search(search, problems, task, policy, scorer, budget, batch_size, on_tree, seed=each))
     return summarize(runs, time.time() - start), runs

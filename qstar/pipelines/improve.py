@@ -233,6 +233,7 @@ class Improve:
                 batch_size=self.cfg.batch_size,
                 training_data=True,  # the verifier may guide a data search, even one that reads the reference
                 workers=workers,
+                seed=self.cfg.seed,
             )
         save_trees(out, trees)
         console.print(
@@ -355,6 +356,7 @@ class Improve:
                 self.cfg.eval_budget,
                 batch_size=size,
                 workers=workers,
+                seed=self.cfg.seed,
             )
         row = {
             "iteration": k,
