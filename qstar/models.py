@@ -91,8 +91,13 @@ def value_head_name(config) -> str:
     GPT-2): the name a value head on a policy takes, so that model class loads it."""
     from accelerate import init_empty_weights
 
-    with init_empty_weights():
-        model = AutoModelForTokenClassification.from_config(config)
+    try:
+        with init_empty_weights():
+            model = AutoModelForTokenClassification.from_config(config)
+    except ValueError:  # transformers has no token-classification model of this architecture
+        raise QstarError(
+            f"{config.model_type} models cannot hold a value head (transformers has no token-classification one)"
+        ) from None
     heads = [
         n for n, m in model.named_children() if n != model.base_model_prefix and next(m.parameters(), None) is not None
     ]
@@ -123,7 +128,10 @@ def value_head_files(path: str | Path) -> dict[str, Path]:
             weights = dict.fromkeys(f.keys(), path / "model.safetensors")
     else:
         return {}
-    head = value_head_name(AutoConfig.from_pretrained(path)) + "."
+    try:
+        head = value_head_name(AutoConfig.from_pretrained(path)) + "."
+    except QstarError:
+        return {}  # an architecture that cannot hold one
     return {k: f for k, f in weights.items() if k.startswith(head)}
 
 
