@@ -256,6 +256,23 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_search(server):
     assert server.metric("qstar_generated_tokens_total") == tokens  # it never finished
 
 
+def test_a_client_that_gives_up_on_a_whole_reply_cancels_its_search(server):
+    cancelled, tokens = server.metric("qstar_cancelled_total"), server.metric("qstar_generated_tokens_total")
+    body = {"model": "sample-qstar", "messages": [{"role": "user", "content": "1 1 1 1 -> 97"}]}  # seconds of work
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes its connection
+        httpx.post(
+            server.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5
+        )
+    deadline = time.time() + 20
+    while server.metric("qstar_cancelled_total") == cancelled and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.metric("qstar_cancelled_total") == cancelled + 1
+    while server.metric("qstar_in_flight") and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.metric("qstar_in_flight") == 0
+    assert server.metric("qstar_generated_tokens_total") == tokens  # it never finished
+
+
 def test_a_kept_tree_is_a_page(client, server):
     reply = ask(client, "4 9 10 13 -> 24")
     url = reply.model_extra["qstar"]["tree"]

@@ -23,6 +23,8 @@ from qstar.search.base import SEARCHES, get_search
 from qstar.tasks.base import Task
 from qstar.types import Tree
 
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
+
 
 @dataclass
 class ServeConfig:
@@ -79,7 +81,7 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
     """The FastAPI application; its engine thread starts and stops with the app's lifespan."""
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, Request
+    from fastapi import Depends, FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
     get_search(cfg.search, **cfg.search_args)  # a bad --search or --search-args fails before the server starts
@@ -102,17 +104,14 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
         metrics.requests.labels(str(error.status)).inc()
         return JSONResponse(error.body(), status_code=error.status)
 
-    @app.middleware("http")
-    async def authorise(request: Request, call_next):
-        if cfg.api_key and not request.url.path.startswith(("/health", "/metrics")):
-            sent = request.headers.get("authorization", "")
-            if not secrets.compare_digest(sent.encode(), f"Bearer {cfg.api_key}".encode()):
-                error = api.APIError(
-                    401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key"
-                )
-                metrics.requests.labels("401").inc()
-                return JSONResponse(error.body(), status_code=401)
-        return await call_next(request)
+    async def authorise(request: Request) -> None:
+        """With `api_key`, a request must send it (a dependency, not an HTTP middleware: Starlette's hides a client's
+        disconnect from the endpoint, which must cancel its search)."""
+        sent = request.headers.get("authorization", "")
+        if cfg.api_key and not secrets.compare_digest(sent.encode(), f"Bearer {cfg.api_key}".encode()):
+            raise api.APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
+
+    guarded = [Depends(authorise)]  # every route but /health and /metrics
 
     def keep(rid: str, tree: Tree) -> str | None:
         if not cfg.keep_trees:
@@ -155,17 +154,31 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
                 stream(rid, model, order, ticket, events, chat, begun), media_type="text/event-stream"
             )
         try:
-            while (event := await events.get())[0] != "tree":
-                pass
+            tree = await final_tree(request, events)
         except asyncio.CancelledError:
             engine.cancel(ticket)
             metrics.cancelled.inc()
             raise
-        tree = event[1]
+        if tree is None:  # the client went away: nobody reads a reply
+            engine.cancel(ticket)
+            metrics.cancelled.inc()
+            return Response(status_code=499)
         if tree.error:
             raise api.failure(tree)
         answered(tree, begun)
         return api.completion(rid, model, task, tree, order, chat, keep(rid, tree))
+
+    async def final_tree(request: Request, events: asyncio.Queue) -> Tree | None:
+        """The finished search's tree, or None once the client has disconnected (checked while it runs)."""
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return None
+                continue
+            if kind == "tree":
+                return value
 
     async def stream(rid, model, order, ticket, events, chat, begun) -> AsyncIterator[str]:
         sent = 0  # steps streamed so far
@@ -208,15 +221,15 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
         first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
         return first
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(request: Request):
         return await answer(request, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", dependencies=guarded)
     async def completions(request: Request):
         return await answer(request, chat=False)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=guarded)
     async def models():
         ids = [cfg.model] + [f"{name}-{cfg.model}" for name in SEARCHES.names()]
         return {
@@ -234,7 +247,7 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
 
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/trees/{rid}")
+    @app.get("/trees/{rid}", dependencies=guarded)
     async def tree_page(rid: str):
         if rid not in trees:
             kept = f"the last {cfg.keep_trees} are kept" if cfg.keep_trees else "start the server with --keep-trees N"
