@@ -213,9 +213,16 @@ def value_model_from(path: str | Path) -> tuple[PreTrainedModel, PreTrainedToken
     if is_adapter(path):
         with tempfile.TemporaryDirectory(prefix="qstar-merged-") as merged:
             load_causal_lm(path).save_pretrained(merged)
-            return AutoModelForTokenClassification.from_pretrained(merged, num_labels=2), load_tokenizer(path)
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=2)
-    return model, AutoTokenizer.from_pretrained(path)
+            return token_classifier(merged), load_tokenizer(path)
+    return token_classifier(path), AutoTokenizer.from_pretrained(path)
+
+
+def token_classifier(folder: str | Path) -> PreTrainedModel:
+    """The two-class token-classification model of a folder; from a policy without transformers' load report,
+    since its new head (or a shared trunk's own) is what was asked for."""
+    policy = is_causal_lm(json.loads((Path(folder) / "config.json").read_text()))
+    with quiet_loading() if policy else contextlib.nullcontext():
+        return AutoModelForTokenClassification.from_pretrained(folder, num_labels=2)
 
 
 def step_inputs(tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list[str], separator: str):

@@ -123,6 +123,17 @@ def test_extra_problems_never_include_an_evaluation_problem(tmp_path):
     assert not (tmp_path / "iter-1" / "sft.jsonl").exists()
 
 
+def test_a_run_folder_is_one_process_s_at_a_time(tmp_path):
+    """Two processes on one run would interleave their stages' files: the second is refused until the first ends."""
+    from qstar.errors import QstarError
+
+    first = Improve(small_config(), tmp_path)
+    with pytest.raises(QstarError, match="in use by another qstar improve process"):
+        Improve(small_config(), tmp_path, resume=True)
+    first.lock.close()  # what the first process's end does
+    Improve(small_config(), tmp_path, resume=True)
+
+
 def test_the_shipped_checkpoints_solve_test_games():
     from qstar.scorers.value import ValueScorer
 

@@ -10,6 +10,7 @@ folder), and a stage whose output exists is finished: `--resume` continues from 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import random
@@ -92,6 +93,7 @@ class Improve:
             check_adapters(self.policy_path(0), cfg.lora_settings.peft())
         if cfg.served:
             check_same_tokenizer(load_policy(cfg.policy), self.policy_path(0))
+        self.lock = lock_run_folder(self.dir)
         saved = self.dir / "config.json"
         if saved.exists():
             if not resume:
@@ -399,6 +401,22 @@ class Improve:
         write_jsonl(self.dir / "metrics.jsonl", rows)
         plot(rows, self.dir, self.cfg.eval_budget)
         console.print(table(rows))
+
+
+def lock_run_folder(folder: Path):
+    """An exclusive lock on the run folder for as long as the returned file stays open (the process lives): a second
+    process on the same run, which would interleave its stages' files with this one's, is a one-line error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "w")  # noqa: SIM115 - held open for the run
+    except OSError as e:
+        raise QstarError(f"cannot write the run folder {folder}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise QstarError(f"{folder} is in use by another qstar improve process (wait for it, or stop it)") from None
+    return lock
 
 
 def table(rows: list[dict]) -> Table:
