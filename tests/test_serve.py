@@ -235,6 +235,19 @@ def test_refusals_are_openai_errors_that_say_why(client, text, kwargs, status, s
     assert caught.value.status_code == status and says in caught.value.body["message"]
 
 
+def assert_cancelled(server, cancelled: float, tokens: float) -> None:
+    """Within 20 s the server counts one more cancelled search, holds none in flight, and counted none of its
+    tokens (it never finished)."""
+    deadline = time.time() + 20
+    while server.metric("qstar_cancelled_total") == cancelled and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.metric("qstar_cancelled_total") == cancelled + 1
+    while server.metric("qstar_in_flight") and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.metric("qstar_in_flight") == 0
+    assert server.metric("qstar_generated_tokens_total") == tokens
+
+
 def test_a_client_that_disconnects_mid_stream_cancels_its_search(server):
     cancelled, tokens = server.metric("qstar_cancelled_total"), server.metric("qstar_generated_tokens_total")
     body = {
@@ -246,14 +259,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_search(server):
         "POST", server.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
     ) as reply:
         assert next(reply.iter_lines()).startswith("data: ")  # the stream began: the search runs
-    deadline = time.time() + 20
-    while server.metric("qstar_cancelled_total") == cancelled and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.metric("qstar_cancelled_total") == cancelled + 1
-    while server.metric("qstar_in_flight") and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.metric("qstar_in_flight") == 0
-    assert server.metric("qstar_generated_tokens_total") == tokens  # it never finished
+    assert_cancelled(server, cancelled, tokens)
 
 
 def test_a_client_that_gives_up_on_a_whole_reply_cancels_its_search(server):
@@ -263,14 +269,7 @@ def test_a_client_that_gives_up_on_a_whole_reply_cancels_its_search(server):
         httpx.post(
             server.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5
         )
-    deadline = time.time() + 20
-    while server.metric("qstar_cancelled_total") == cancelled and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.metric("qstar_cancelled_total") == cancelled + 1
-    while server.metric("qstar_in_flight") and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.metric("qstar_in_flight") == 0
-    assert server.metric("qstar_generated_tokens_total") == tokens  # it never finished
+    assert_cancelled(server, cancelled, tokens)
 
 
 def test_a_kept_tree_is_a_page(client, server):

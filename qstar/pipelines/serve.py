@@ -156,17 +156,20 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
         try:
             tree = await final_tree(request, events)
         except asyncio.CancelledError:
-            engine.cancel(ticket)
-            metrics.cancelled.inc()
+            cancel(ticket)
             raise
         if tree is None:  # the client went away: nobody reads a reply
-            engine.cancel(ticket)
-            metrics.cancelled.inc()
+            cancel(ticket)
             return Response(status_code=499)
         if tree.error:
             raise api.failure(tree)
         answered(tree, begun)
         return api.completion(rid, model, task, tree, order, chat, keep(rid, tree))
+
+    def cancel(ticket: Ticket) -> None:
+        """Stop a search whose client went away, and count it."""
+        engine.cancel(ticket)
+        metrics.cancelled.inc()
 
     async def final_tree(request: Request, events: asyncio.Queue) -> Tree | None:
         """The finished search's tree, or None once the client has disconnected (checked while it runs)."""
@@ -213,8 +216,7 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
             yield "data: [DONE]\n\n"
         finally:
             if not done:
-                engine.cancel(ticket)
-                metrics.cancelled.inc()
+                cancel(ticket)
 
     def role_chunk(rid: str, model: str) -> dict:
         first = api.chunk(rid, model, True)

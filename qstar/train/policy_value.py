@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from qstar.models import encode, pad, step_inputs, value_head_name
+from qstar.models import pad, value_head_name
 from qstar.train.common import Trained, run, training_arguments
 from qstar.train.config import PolicyValueConfig
-from qstar.train.value import soft_label_loss
+from qstar.train.sft import sft_row
+from qstar.train.value import soft_label_loss, value_row
 
 
 def passes(records: list[dict], epochs: float, seed: int) -> list[dict]:
@@ -34,14 +35,10 @@ def policy_value_dataset(
 ) -> Dataset:
     """One row per record of either kind: `input_ids`, the `completion_mask` of the policy's loss (none on a value
     record) and the `tags` / `labels` of the value loss (none on an SFT record)."""
-    rows = []
-    for r in sft:
-        ids, (prompt_end, _) = encode(tokenizer, r["prompt"], r["completion"])
-        mask = [0] * prompt_end + [1] * (len(ids) - prompt_end)
-        rows.append({"input_ids": ids, "completion_mask": mask, "tags": [], "labels": []})
+    rows = [{**sft_row(tokenizer, r), "tags": [], "labels": []} for r in sft]
     for r in values:
-        ids, tags = step_inputs(tokenizer, r["prompt"], r["completions"], separator)
-        rows.append({"input_ids": ids, "completion_mask": [0] * len(ids), "tags": tags, "labels": r["labels"]})
+        row = value_row(tokenizer, r, separator)
+        rows.append({**row, "completion_mask": [0] * len(row["input_ids"])})
     return Dataset.from_list(rows)
 
 

@@ -17,13 +17,14 @@ from qstar.train.common import Trained, run, training_arguments
 from qstar.train.config import SFTConfig
 
 
-def sft_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict]) -> Dataset:
+def sft_row(tokenizer: PreTrainedTokenizerBase, record: dict) -> dict:
     """`input_ids` of prompt + completion and the `completion_mask` that keeps the loss on the completion."""
-    rows = []
-    for r in records:
-        ids, (prompt_end, _) = encode(tokenizer, r["prompt"], r["completion"])
-        rows.append({"input_ids": ids, "completion_mask": [0] * prompt_end + [1] * (len(ids) - prompt_end)})
-    return Dataset.from_list(rows)
+    ids, (prompt_end, _) = encode(tokenizer, record["prompt"], record["completion"])
+    return {"input_ids": ids, "completion_mask": [0] * prompt_end + [1] * (len(ids) - prompt_end)}
+
+
+def sft_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict]) -> Dataset:
+    return Dataset.from_list([sft_row(tokenizer, r) for r in records])
 
 
 def train_sft(

@@ -54,12 +54,14 @@ def soft_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -(target * logp[:, 1] + (1 - target) * logp[:, 0]).mean()
 
 
+def value_row(tokenizer: PreTrainedTokenizerBase, record: dict, separator: str) -> dict:
+    """`input_ids` of prompt + steps, the `tags` where each step ends and the `labels` read there."""
+    ids, tags = step_inputs(tokenizer, record["prompt"], record["completions"], separator)
+    return {"input_ids": ids, "tags": tags, "labels": record["labels"]}
+
+
 def value_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict], separator: str) -> Dataset:
-    rows = []
-    for r in records:
-        ids, tags = step_inputs(tokenizer, r["prompt"], r["completions"], separator)
-        rows.append({"input_ids": ids, "tags": tags, "labels": r["labels"]})
-    return Dataset.from_list(rows)
+    return Dataset.from_list([value_row(tokenizer, r, separator) for r in records])
 
 
 def train_value(
