@@ -162,6 +162,26 @@ def test_a_start_value_model_guides_the_first_search(tmp_path):
     assert isinstance(Improve(small_config(), tmp_path / "b").models(0)[1], RolloutScorer)
 
 
+def test_without_rollouts_the_first_search_is_scored_by_the_verifier_alone(tmp_path, monkeypatch):
+    """`rollouts = 0`: before a value model exists the verifier scores complete steps and every partial one 0, so the
+    data search spends no tokens on rollouts and a step's label comes from what it expanded below."""
+    from qstar.errors import QstarError
+    from qstar.scorers.ground_truth import VerifierScorer
+
+    run = Improve(small_config(rollouts=0), tmp_path)
+    policy, scorer = run.models(0)
+    assert isinstance(scorer, VerifierScorer) and scorer.partial == 0.0
+    assert run.replica(0, evaluation=True).scorer == "verifier"
+    (tmp_path / "verifier").mkdir()  # a folder of the scorer's name in the working directory is not the scorer
+    monkeypatch.chdir(tmp_path)
+    assert run.replica(0, evaluation=True).scorer == "verifier"
+    problem = run.test[0]
+    (step,) = policy.propose([run.task.render(problem, [])])[0]  # the rules-only policy's steps are legal
+    assert scorer.score([problem], [[step.text]]).values == [0.0]
+    with pytest.raises(QstarError, match="rollouts must be 0 or more"):
+        small_config(rollouts=-1)
+
+
 def test_a_shared_trunk_run_keeps_one_network_for_policy_and_value(tmp_path):
     """With `shared_trunk`, each iteration's policy/ holds the value head too, trained in the same stage, and the
     evaluation's search is guided by it; no separate value model is written."""

@@ -159,10 +159,10 @@ class Improve:
 
     def replica(self, k: int, evaluation: bool = False) -> Replica:
         """Iteration k's policy and scorer by name and options: the server when it serves these weights (the start,
-        or each iteration's after a reload), else a local policy on the weights; as scorer, rollouts until a value
-        model exists (or `start_value`), then the latest one with the ground truth. In evaluation, where the task's
-        verifier reads the reference answer (word problems), neither uses it: the step checker before a value model
-        exists, the value model alone after."""
+        or each iteration's after a reload), else a local policy on the weights; as scorer, rollouts (none with
+        `rollouts = 0`: the verifier alone) until a value model exists (or `start_value`), then the latest one with
+        the ground truth. In evaluation, where the task's verifier reads the reference answer (word problems),
+        neither uses it: the step checker before a value model exists, the value model alone after."""
         seed = self.cfg.seed + k
         if self.cfg.served and (k == 0 or self.cfg.reload):
             policy, options = self.cfg.policy, {"seed": seed, "model": self.served_model(k)}
@@ -170,8 +170,12 @@ class Improve:
             policy, options = str(self.policy_path(k)), {"device": self.device, "seed": seed}
         path = self.value_path(k)
         blind = evaluation and self.task.verifier_needs_reference
-        if path is None:
-            scorer, scorer_options = ("checker", {}) if blind else ("rollouts", {"k": self.cfg.rollouts})
+        if path is None and blind:
+            scorer, scorer_options = "checker", {}
+        elif path is None and self.cfg.rollouts == 0:  # unlabelled partial steps score 0, as unexplored ones do
+            scorer, scorer_options = "verifier", {"partial": 0.0}
+        elif path is None:
+            scorer, scorer_options = "rollouts", {"k": self.cfg.rollouts}
         else:
             scorer = "value"
             scorer_options = {"path": str(path), "device": self.device, "ground_truth": not blind}
@@ -345,7 +349,8 @@ class Improve:
         out = self.it(k) / "eval.json"
         if out.exists():
             return json.loads(out.read_text())
-        policy, scorer = self.models(k, evaluation=True)
+        replica = self.replica(k, evaluation=True)
+        _, policy, scorer = replica.load()
         size = self.cfg.batch_size
         with self.workers(k, evaluation=True) as workers:
             greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"), batch_size=size, workers=workers)
@@ -367,7 +372,7 @@ class Improve:
             "search": self.cfg.eval_search,
             "search_accuracy": search.accuracy,
             "search_tokens_per_problem": search.tokens_per_problem,
-            "scorer": {"ValueScorer": "value", "RolloutScorer": "rollouts"}.get(type(scorer).__name__, "checker"),
+            "scorer": replica.scorer,
         }
         atomic_write(out, json.dumps(row).encode())
         return row

@@ -44,7 +44,11 @@ class ImproveConfig:
     data_search: str = option("sample", "the search that makes training data (the verifier may guide it)")
     data_search_args: dict = option({}, 'its hyper-parameters as JSON, e.g. {"root_k": 32, "accept": 2}')
     data_budget: int = option(2000, "generated tokens per train problem")
-    rollouts: int = option(2, "Monte-Carlo rollouts per scored step until a value model exists")
+    rollouts: int = option(
+        2,
+        "Monte-Carlo rollouts per scored step until a value model exists (0: none, the verifier scores complete steps"
+        " and partial ones 0, so a search spends its tokens on its own expansions)",
+    )
     hindsight: bool = option(False, "also learn from legal plays relabelled with the target they reached")
     search_targets: bool = option(
         False,
@@ -92,8 +96,9 @@ class ImproveConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "train_problems", "data_budget", "eval_budget", "rollouts", "batch_size"):
+        for name in ("iterations", "train_problems", "data_budget", "eval_budget", "batch_size"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+        check(self.rollouts >= 0, f"rollouts must be 0 or more, not {self.rollouts}")
         check(self.extra_problems >= 0, f"extra_problems must be 0 or more, not {self.extra_problems}")
         check(self.eval_limit is None or self.eval_limit >= 1, f"eval_limit must be at least 1, not {self.eval_limit}")
         check(self.value_labels in LABEL_KINDS, f"value_labels must be mc or hard, not {self.value_labels!r}")

@@ -10,7 +10,7 @@ from typing import Any
 
 from qstar.policy import Policy, load_policy
 from qstar.registry import load_plugin
-from qstar.scorers import Scorer, get_scorer
+from qstar.scorers import SCORERS, Scorer, get_scorer
 from qstar.tasks import Task, get_task
 
 
@@ -35,7 +35,7 @@ class Replica:
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", tuple(absolute(p) for p in self.plugins))
         object.__setattr__(self, "policy", absolute(self.policy))
-        if self.scorer is not None:
+        if self.scorer is not None and self.scorer not in SCORERS:  # a name stays a name beside a folder of it
             object.__setattr__(self, "scorer", absolute(self.scorer))
         paths = {k: absolute(v) for k, v in self.task_options.items() if k.endswith("_file") and isinstance(v, str)}
         object.__setattr__(self, "task_options", {**self.task_options, **paths})
