@@ -1,9 +1,11 @@
 """Where the first step fails, per evaluation split: does greedy's first step keep the problem solvable, does any of
-`k` sampled first steps, and does the value model's pick among those samples? The exhaustive solver decides
-solvability (statistics only: it never guides a search or enters training data).
+`k` sampled first steps, and does the value model's pick among those samples? With `--trees`, instead: how true
+are the first-step labels an improve run learns from (`hard`: 1 where the search verified a solution below)?
+The exhaustive solver decides solvability (statistics only: it never guides a search or enters training data).
 
     python benchmarks/first_steps.py                      # the shipped models on game24 test and countdown val_target
     python benchmarks/first_steps.py --policy runs/cd/iter-1/policy --value runs/cd/iter-1/value --limit 1000
+    python benchmarks/first_steps.py --trees runs/demo/iter-*/trees.jsonl.gz   # the labels of a run's data searches
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from qstar.io import load_trees
 from qstar.policy import load_policy
+from qstar.records import node_values
 from qstar.scorers import get_scorer
 from qstar.tasks import get_task
 from qstar.tasks.countdown.solver import is_solvable
@@ -25,13 +29,45 @@ def solvable(task, problem, step) -> bool:
     return left is not None and is_solvable(left, problem.meta["target"])
 
 
+def label_table(paths: list[str]) -> Table:
+    """Per trees file: the problems the search solved, and its first steps by label against the truth."""
+    table = Table(title="first-step labels (hard) of data searches against the truth")
+    cols = ("trees", "problems", "solved", "first steps", "solvable", "labelled 1", "of them solvable", "recall")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "trees" else "right")
+    task = get_task("countdown")  # Game of 24's rules too: the numbers and the target are the problem's
+    for path in paths:
+        trees = load_trees(path)
+        steps = solvable_steps = positive = true_positive = 0
+        for tree in trees:
+            labels = node_values(tree, "hard")
+            for child in (c for c in tree.root.children if c in labels):
+                truth = solvable(task, tree.problem, child.step)
+                steps, solvable_steps = steps + 1, solvable_steps + truth
+                positive, true_positive = positive + (labels[child] > 0), true_positive + (truth and labels[child] > 0)
+        table.add_row(
+            path,
+            str(len(trees)),
+            str(sum(bool(t.solutions()) for t in trees)),
+            str(steps),
+            str(solvable_steps),
+            str(positive),
+            f"{true_positive / max(positive, 1):.1%}",
+            f"{true_positive / max(solvable_steps, 1):.1%}",
+        )
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="tiny", help="the policy (default: the shipped one)")
     parser.add_argument("--value", default="tiny-value", help="the value model (default: the shipped one)")
     parser.add_argument("--k", type=int, default=16, help="sampled first steps per problem (dfs-wide's root_k)")
     parser.add_argument("--limit", type=int, default=None, help="problems per split (default: all)")
+    parser.add_argument("--trees", nargs="+", help="trees files of data searches: measure their first-step labels")
     args = parser.parse_args()
+    if args.trees:
+        return Console(width=160).print(label_table(args.trees))
     policy = load_policy(args.policy, seed=0)
     table = Table(title=f"first steps that keep the problem solvable ({args.policy}, {args.k} samples, {args.value})")
     for col in ("split", "problems", "greedy's", "any of the samples", "the value model's pick of them"):

@@ -7,7 +7,7 @@ ablations, one table. The recipes of the shipped checkpoints are config files in
     python benchmarks/improve.py --config configs/tiny-improved-3-cpu.toml --run-dir runs/d1   # third (2 cores)
     python benchmarks/improve.py --config configs/tiny-improved-4-cpu.toml --run-dir runs/d2   # fourth (2 cores)
     python benchmarks/improve.py --run-dir runs/X --resume
-    python benchmarks/improve.py --ablation            # three arms, 3 seeds each (~70 min on 2 cores)
+    python benchmarks/improve.py --ablation            # four arms, 3 seeds each (~95 min on 2 cores)
     python benchmarks/improve.py --ablation --jobs 3   # three runs at once (a machine with 6+ cores or a GPU)
     python benchmarks/improve.py --ablation --arms shared    # one arm
 
@@ -19,11 +19,13 @@ Rows, all measured in this run on the same test problems:
 Ratios are accuracies over iteration 0's, measured in the same run; the targets of issue #4 are printed
 beside the figures and are not changed by anything here.
 
-`--ablation` instead runs the config (default: the demo's) in three arms at the same search budget and
+`--ablation` instead runs the config (default: the demo's) in four arms at the same search budget and
 iterations, each with 3 seeds (the problem samples, sampling and every trainer's seed): the policy trained toward
 the search's own choices (`search_targets`, AlphaZero's policy improvement, no DPO), SFT on verified solutions
-with light step-DPO (the earlier recipe), and the search targets on a shared trunk (`shared_trunk`: policy and
-value one network, both heads trained together); `--arms` picks some. A table of the last iteration's greedy and
+with light step-DPO (the earlier recipe), the search targets on a shared trunk (`shared_trunk`: policy and
+value one network, both heads trained together), and the search targets without rollouts (`rollouts = 0`: before
+the first value model the verifier alone scores, so the data search spends its tokens on its own expansions);
+`--arms` picks some. A table of the last iteration's greedy and
 search accuracy per seed, mean +- standard deviation, and each arm's seconds (the compute each spent).
 """
 
@@ -64,6 +66,7 @@ ARMS = {  # the ablation's arms: a short name (its runs' folders), its title, an
     "targets": ("search targets, no DPO", {"search_targets": True, "step_dpo": False}),
     "dpo": ("SFT + light step-DPO", {"search_targets": False, "step_dpo": True}),
     "shared": ("shared trunk, search targets", {"search_targets": True, "step_dpo": False, "shared_trunk": True}),
+    "verifier": ("search targets, no rollouts", {"search_targets": True, "step_dpo": False, "rollouts": 0}),
 }
 TRAINERS = ("sft", "dpo", "value", "policy_value")  # every trainer's seed follows the run's
 
@@ -80,6 +83,20 @@ def improve_run(settings: dict, run_dir: str, threads: int | None) -> tuple[list
     return rows, sum(sum(t.values()) for t in timings)
 
 
+def exit_with_parent(parent: int) -> None:
+    """In a pool worker: end this process once the benchmark that started it is gone (killed, it leaves its
+    workers running, each still writing its run folder)."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def ablation(settings: dict, run_dir: Path, arms: list[str], seeds: int, jobs: int, console: Console) -> None:
     """The arms with `seeds` seeds each, `jobs` runs at once (each in its own process)."""
     import os
@@ -93,7 +110,10 @@ def ablation(settings: dict, run_dir: Path, arms: list[str], seeds: int, jobs: i
             seeded = {"seed": seed, **{k: {**settings.get(k, {}), "seed": seed} for k in TRAINERS}}
             runs[(arm, seed)] = ({**settings, **ARMS[arm][1], **seeded}, str(run_dir / f"{arm}-seed{seed}"))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
+    )
+    with pool:
         futures = {key: pool.submit(improve_run, *run, threads) for key, run in runs.items()}
         results = {key: future.result() for key, future in futures.items()}
     saved = {f"{ARMS[a][0]} / seed {s}": r for (a, s), r in results.items()}
@@ -137,7 +157,9 @@ def main() -> None:
     parser.add_argument("--compare-searches", default="best-of-n,beam,mcts,dfs-wide", help="for value vs rollouts")
     parser.add_argument("--countdown-limit", type=int, default=200, help="val_target problems for the last policy")
     parser.add_argument(
-        "--ablation", action="store_true", help="search targets vs SFT + DPO vs shared trunk, --seeds seeds each"
+        "--ablation",
+        action="store_true",
+        help="search targets vs SFT + DPO vs shared trunk vs no rollouts, --seeds seeds each",
     )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"the ablation's arms, of {', '.join(ARMS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm of --ablation")
