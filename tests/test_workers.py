@@ -102,6 +102,18 @@ def kill_when_searching(pid: int, killed: list[int]) -> None:
         time.sleep(0.002)
 
 
+def test_a_replica_keeps_names_that_a_folder_in_the_working_directory_shares(tmp_path, monkeypatch):
+    """A registered policy or scorer name, or a shipped checkpoint's, is not read as a folder of the same name in
+    the working directory; a folder that is no name is made absolute for workers that start elsewhere."""
+    for name in ("tiny", "tiny-rules", "value", "tiny-value", "mine"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert Replica("game24", "tiny", "value").policy == "tiny"
+    assert Replica("game24", "tiny-rules", "tiny-value").scorer == "tiny-value"
+    assert Replica("game24", "tiny-rules").policy == "tiny-rules"
+    assert Replica("game24", "mine", "mine").policy == str(tmp_path / "mine")
+
+
 @pytest.mark.slow
 def test_a_killed_worker_s_shard_runs_again_and_the_trees_are_unchanged():
     replica = Replica("countdown", "tiny", "verifier")

@@ -170,15 +170,15 @@ class Improve:
             policy, options = str(self.policy_path(k)), {"device": self.device, "seed": seed}
         path = self.value_path(k)
         blind = evaluation and self.task.verifier_needs_reference
-        if path is None and blind:
-            scorer, scorer_options = "checker", {}
-        elif path is None and self.cfg.rollouts == 0:  # unlabelled partial steps score 0, as unexplored ones do
-            scorer, scorer_options = "verifier", {"partial": 0.0}
-        elif path is None:
-            scorer, scorer_options = "rollouts", {"k": self.cfg.rollouts}
-        else:
+        if path is not None:
             scorer = "value"
             scorer_options = {"path": str(path), "device": self.device, "ground_truth": not blind}
+        elif blind:
+            scorer, scorer_options = "checker", {}
+        elif self.cfg.rollouts == 0:  # unlabelled partial steps score 0, as unexplored ones do
+            scorer, scorer_options = "verifier", {"partial": 0.0}
+        else:
+            scorer, scorer_options = "rollouts", {"k": self.cfg.rollouts}
         return Replica(self.cfg.task, policy, scorer, policy_options=options, scorer_options=scorer_options)
 
     def models(self, k: int, evaluation: bool = False) -> tuple[Policy, Scorer | None]:

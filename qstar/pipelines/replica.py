@@ -4,19 +4,24 @@ own copy of the models (`load`)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qstar.policy import Policy, load_policy
+from qstar.checkpoints import NAMED
+from qstar.policy import POLICIES, Policy, load_policy
 from qstar.registry import load_plugin
 from qstar.scorers import SCORERS, Scorer, get_scorer
 from qstar.tasks import Task, get_task
 
 
-def absolute(spec: str) -> str:
-    """A spec that names an existing file or folder, made absolute (a worker may start elsewhere); else as is."""
-    return str(Path(spec).resolve()) if spec and Path(spec).exists() else spec
+def absolute(spec: str, names: Collection[str] = ()) -> str:
+    """A spec that names an existing file or folder, made absolute (a worker may start elsewhere); else as is. A
+    registered name (`names`) or a shipped checkpoint's stays a name beside a folder that happens to share it."""
+    if not spec or spec in names or spec in NAMED or not Path(spec).exists():
+        return spec
+    return str(Path(spec).resolve())
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,9 @@ class Replica:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", tuple(absolute(p) for p in self.plugins))
-        object.__setattr__(self, "policy", absolute(self.policy))
-        if self.scorer is not None and self.scorer not in SCORERS:  # a name stays a name beside a folder of it
-            object.__setattr__(self, "scorer", absolute(self.scorer))
+        object.__setattr__(self, "policy", absolute(self.policy, POLICIES))
+        if self.scorer is not None:
+            object.__setattr__(self, "scorer", absolute(self.scorer, SCORERS))
         paths = {k: absolute(v) for k, v in self.task_options.items() if k.endswith("_file") and isinstance(v, str)}
         object.__setattr__(self, "task_options", {**self.task_options, **paths})
 
