@@ -1,21 +1,44 @@
-"""A lean KV-cached forward pass over a `LlamaForCausalLM`'s own weights, for fast small-model decoding on CPU.
+"""A lean KV-cached forward pass over a Llama model's own weights, for fast small-model decoding on CPU.
 
 The stock forward spends most of its time in Python per layer when the model is tiny; this one fuses the
 projections, keeps a preallocated cache and does a dozen tensor ops per layer. Its logits equal the HF
-model's (tests/test_policy.py checks this), so a checkpoint trained and saved with transformers is used as is.
+model's (tests/test_policy.py checks this), so a checkpoint trained and saved with transformers is used as is. The
+head is the causal LM's `lm_head` or a token-classification model's `score` (a value model read the same way).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from transformers import LlamaForCausalLM
+from transformers import LlamaForCausalLM, LlamaForTokenClassification
+
+from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
+
+
+@dataclass
+class Prefill:
+    """Left-padded sequences run through the model: their last-position logits and everything decoding goes on
+    with (the cache, which slots are real tokens, rotary positions, each row's padding and prefix hashes)."""
+
+    logits: torch.Tensor  # [batch, vocab or labels]
+    cache: tuple[torch.Tensor, torch.Tensor]
+    valid: torch.Tensor  # [batch, width] True on a row's own tokens
+    positions: torch.Tensor  # [batch, width]
+    lefts: list[int]
+    hashes: list[list[int]]
+    start: int  # the first slot computed; the rest came from the prefix cache
+
+    @property
+    def width(self) -> int:
+        return self.valid.shape[1]
 
 
 class LlamaDecoder:
     """Prefill and one-token decode steps with a static `[layers, batch, heads, length, head_dim]` KV cache."""
 
-    def __init__(self, model: LlamaForCausalLM):
+    def __init__(self, model: LlamaForCausalLM | LlamaForTokenClassification):
         cfg = model.config
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -29,7 +52,8 @@ class LlamaDecoder:
         self.pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
         self.embed = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
-        self.lm_head = model.lm_head.weight
+        head = model.lm_head if hasattr(model, "lm_head") else model.score
+        self.head, self.head_bias = head.weight, head.bias
         self.layers = [
             (
                 layer.input_layernorm.weight,
@@ -97,4 +121,32 @@ class LlamaDecoder:
             gate, up = F.linear(h, gate_up_w).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, down_w)
         x = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
-        return F.linear(x, self.lm_head)
+        return F.linear(x, self.head, self.head_bias)
+
+    def prefill(self, sequences: list[tuple[int, ...]], prefixes: PrefixCache, pad_id: int, length: int) -> Prefill:
+        """Run distinct token sequences, left-padded, into a new cache of `length` slots, computing only from the
+        first slot that some row's longest cached prefix in `prefixes` does not already hold."""
+        width = max(map(len, sequences))
+        lefts = [width - len(seq) for seq in sequences]
+        hashes = [prefix_hashes(seq) for seq in sequences]
+        hits = [prefixes.longest(seq, h, len(seq) - 1) for seq, h in zip(sequences, hashes, strict=True)]
+        start = min(left + hit[0] for left, hit in zip(lefts, hits, strict=True))  # first slot a row must compute
+        ids = torch.full((len(sequences), width), pad_id)
+        valid = torch.zeros((len(sequences), width), dtype=torch.bool)
+        for row, seq in enumerate(sequences):
+            ids[row, lefts[row] :] = torch.tensor(seq)
+            valid[row, lefts[row] :] = True
+        dev = self.embed.device
+        ids, valid = ids.to(dev), valid.to(dev)
+        positions = (valid.cumsum(1) - 1).clamp(min=0)
+        causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
+        mask = (causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=dev)))[:, None]
+        cache = self.new_cache(len(sequences), length)
+        if start:
+            cache[0][:, :, :, :start], cache[1][:, :, :, :start] = 0, 0  # padding is read (masked): no NaN garbage
+            for row, (cached, keys, values) in enumerate(hits):
+                if cached:
+                    cache[0][:, row, :, lefts[row] : lefts[row] + cached] = keys
+                    cache[1][:, row, :, lefts[row] : lefts[row] + cached] = values
+        logits = self.forward(ids[:, start:], positions[:, start:], cache, start, mask[:, :, start:])
+        return Prefill(logits, cache, valid, positions, lefts, hashes, start)

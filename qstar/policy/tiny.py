@@ -100,28 +100,9 @@ class TinyPolicy:
         encoded = list(slot)
         width = max(map(len, encoded))
         length = min(width + self.max_step_tokens, self.context)
-        lefts = [width - len(seq) for seq in encoded]  # rows are left-padded to `width`
-        hashes = [prefix_hashes(seq) for seq in encoded]
-        hits = [self.prefixes.longest(seq, h, len(seq) - 1) for seq, h in zip(encoded, hashes, strict=True)]
-        start = min(left + hit[0] for left, hit in zip(lefts, hits, strict=True))  # first slot a row must compute
-        ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id)
-        valid = torch.zeros((len(encoded), width), dtype=torch.bool)
-        for row, seq in enumerate(encoded):
-            ids[row, lefts[row] :] = torch.tensor(seq)
-            valid[row, lefts[row] :] = True
+        run = self.decoder.prefill(encoded, self.prefixes, self.tokenizer.pad_token_id, length)
+        logits, cache, valid, positions = run.logits, run.cache, run.valid, run.positions
         dev = self.device
-        ids, valid = ids.to(dev), valid.to(dev)
-        positions = (valid.cumsum(1) - 1).clamp(min=0)
-        causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
-        mask = (causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=dev)))[:, None]
-        cache = self.decoder.new_cache(len(encoded), length)
-        if start:
-            cache[0][:, :, :, :start], cache[1][:, :, :, :start] = 0, 0  # padding is read (masked): no NaN garbage
-            for row, (cached, keys, values) in enumerate(hits):
-                if cached:
-                    cache[0][:, row, :, lefts[row] : lefts[row] + cached] = keys
-                    cache[1][:, row, :, lefts[row] : lefts[row] + cached] = values
-        logits = self.decoder.forward(ids[:, start:], positions[:, start:], cache, start, mask[:, :, start:])
 
         # each prefix's cache and last logits are shared by its n samples (and by its repeats)
         prompt_of = [slot[tuple(p)] for p in prompts for _ in range(n)]
@@ -142,7 +123,7 @@ class TinyPolicy:
                 raise ValueError("sampling needs one seed per prompt")
             uniform = seeded_uniforms(seeds, n, self.max_step_tokens, dev)[:, :steps]
         remember = self.prefixes.max_bytes > 0
-        by_sample = [(encoded[i], lefts[i], hashes[i]) for i in prompt_of]
+        by_sample = [(encoded[i], run.lefts[i], run.hashes[i]) for i in prompt_of]
         for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
             if temperature > 0:

@@ -27,9 +27,15 @@ class ValueScorer:
     ground_truth: bool = option(True, "the verifier decides illegal and complete paths")
     batch_size: int = option(256, "paths per forward pass")
     device: str | None = option(None, "cpu or cuda (default: cuda when visible)")
+    prefix_cache_mb: int = option(
+        1024,
+        "a Llama value model keeps the keys and values of the paths it read, so a child computes only its own "
+        "step (0: the transformers forward on whole paths; the same values)",
+    )
 
     def __post_init__(self) -> None:
         from qstar.models import best_device, is_causal_lm, value_head_files, value_model_from  # torch loads late
+        from qstar.scorers.value_reader import CachedValueReader
 
         folder = resolve(self.path)
         if not (folder / "config.json").is_file():
@@ -39,6 +45,12 @@ class ValueScorer:
         model, self.tokenizer = value_model_from(folder)
         self.model = model.to(self.device or best_device()).eval()
         self.ground = VerifierScorer(self.task) if self.ground_truth else None
+        cached = self.prefix_cache_mb > 0 and CachedValueReader.supports(self.model)
+        self.reader = (
+            CachedValueReader(self.model, self.tokenizer, self.task.separator, cache_mb=self.prefix_cache_mb)
+            if cached
+            else None
+        )
 
     @property
     def uses_verifier(self) -> bool:
@@ -49,6 +61,8 @@ class ValueScorer:
         from qstar.models import step_probabilities
 
         prompts = [self.task.render(p, []) for p in problems]
+        if self.reader is not None:
+            return self.reader.read(prompts, paths, self.batch_size)
         readings = step_probabilities(
             self.model, self.tokenizer, prompts, paths, self.task.separator, 1, self.batch_size
         )

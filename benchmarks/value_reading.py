@@ -1,0 +1,67 @@
+"""The value model read through the lean decoder with a prefix cache, against the transformers forward on whole
+paths, inside the data search that `qstar improve` runs (the demo's: a DFS trying 32 first steps, two below each,
+never stopping early), both in the same run.
+
+    python benchmarks/value_reading.py                  # 250 train puzzles, shipped models (~4 minutes)
+    python benchmarks/value_reading.py --limit 64       # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from qstar.policy import load_policy
+from qstar.scorers.value import ValueScorer
+from qstar.search import get_search, run_search
+from qstar.tasks import get_task
+
+DATA_SEARCH = {"root_k": 32, "k": 2, "threshold": 0.0, "accept": 2.0}
+
+
+class Timed(ValueScorer):
+    """A value scorer that adds up the seconds spent reading the value model."""
+
+    seconds: float = 0.0
+
+    def values(self, problems, paths):
+        start = time.perf_counter()
+        out = super().values(problems, paths)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=250, help="train puzzles searched")
+    parser.add_argument("--policy", default="tiny", help="the policy (a shipped name or a folder)")
+    parser.add_argument("--value", default="tiny-value", help="the value model (a shipped name or a folder)")
+    parser.add_argument("--budget", type=int, default=3000, help="tokens per puzzle")
+    args = parser.parse_args()
+    task = get_task("game24")
+    problems = task.problems("train", args.limit)
+    policy = load_policy(args.policy)
+    rows = []
+    for label, cache_mb in (("transformers, whole paths", 0), ("lean, prefix cache", 1024)):
+        scorer = Timed(task, path=args.value, prefix_cache_mb=cache_mb)
+        policy.seed(0)
+        start = time.perf_counter()
+        trees = run_search(get_search("dfs", **DATA_SEARCH), problems, task, policy, scorer, args.budget, 256, seed=0)
+        seconds = time.perf_counter() - start
+        solved = sum(t.solved for t in trees)
+        rows.append((label, seconds, scorer.seconds, solved, sum(t.tokens for t in trees) / len(trees)))
+    table = Table(title=f"value model reading in the data search: {args.limit} train puzzles, budget {args.budget}")
+    for col in ("value model read by", "search s", "ratio", "value s", "ratio", "solved", "tokens/puzzle"):
+        table.add_column(col, justify="right")
+    (_, base_search, base_value, _, _) = rows[0]
+    for label, seconds, value_s, solved, tokens in rows:
+        speed = (f"{seconds:.1f}", f"{base_search / seconds:.2f}x", f"{value_s:.1f}", f"{base_value / value_s:.2f}x")
+        table.add_row(label, *speed, str(solved), f"{tokens:,.0f}")
+    Console(width=120).print(table)
+
+
+if __name__ == "__main__":
+    main()

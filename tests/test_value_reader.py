@@ -1,0 +1,52 @@
+"""The value model read through the lean decoder and a prefix cache gives the HF forward's readings."""
+
+import pytest
+from transformers import GPT2Config, GPT2ForTokenClassification
+
+from qstar.models import step_probabilities
+from qstar.scorers.value import ValueScorer
+from qstar.scorers.value_reader import CachedValueReader
+from qstar.tasks import get_task
+
+TASK = get_task("game24")
+FIRST = ["4 + 6 = 10 (left: 1 1 10)", "1 * 1 = 1 (left: 1 4 6)", "6 - 4 = 2 (left: 1 1 2)"]
+SECOND = ["10 + 1 = 11 (left: 1 11)", "1 * 4 = 4 (left: 4 6)"]
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return ValueScorer(TASK, ground_truth=False)  # the shipped tiny-value, a Llama token classifier
+
+
+def reference(scorer, problems, paths):
+    prompts = [TASK.render(p, []) for p in problems]
+    readings = step_probabilities(scorer.model, scorer.tokenizer, prompts, paths, TASK.separator)
+    return [steps[-1] for steps in readings]
+
+
+def test_readings_equal_the_hf_forward_and_later_paths_reuse_earlier_ones(scorer):
+    problems = TASK.problems("test", 4)
+    reader = CachedValueReader(scorer.model, scorer.tokenizer, TASK.separator)
+    first = [(p, [step]) for p in problems for step in FIRST] + [(problems[0], [])]
+    second = [(p, [FIRST[i], step]) for p in problems for i in range(2) for step in SECOND]
+    for batch in (first, second):
+        problems_, paths = [p for p, _ in batch], [path for _, path in batch]
+        asked, computed = reader.asked, reader.computed
+        got = reader.read([TASK.render(p, []) for p in problems_], paths, batch_size=5)
+        assert got == pytest.approx(reference(scorer, problems_, paths), abs=1e-5)
+        new_tokens = reader.computed - computed
+        assert new_tokens < reader.asked - asked  # a prompt runs once for its paths, a parent once for its children
+    # a second step's path costs about its own step: its parent's keys and values were kept
+    assert new_tokens <= len(second) * (max(map(len, SECOND)) + 2)
+
+
+def test_the_scorer_reads_through_the_cache_and_agrees_with_the_model(scorer):
+    problems = TASK.problems("test", 3)
+    paths = [[FIRST[0]], [FIRST[1], SECOND[1]], []]
+    assert scorer.reader is not None
+    assert scorer.values(problems, paths) == pytest.approx(reference(scorer, problems, paths), abs=1e-5)
+
+
+def test_other_architectures_are_read_by_the_hf_forward():
+    gpt2 = GPT2ForTokenClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, num_labels=2))
+    assert not CachedValueReader.supports(gpt2)
