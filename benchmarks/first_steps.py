@@ -41,10 +41,10 @@ def label_table(paths: list[str]) -> Table:
         steps = solvable_steps = positive = true_positive = 0
         for tree in trees:
             labels = node_values(tree, "hard")
-            for child in (c for c in tree.root.children if c in labels):
-                truth = solvable(task, tree.problem, child.step)
+            for child in tree.root.children:  # one the search never explored below has no label: not a 1
+                truth, label = solvable(task, tree.problem, child.step), labels.get(child, 0.0) > 0
                 steps, solvable_steps = steps + 1, solvable_steps + truth
-                positive, true_positive = positive + (labels[child] > 0), true_positive + (truth and labels[child] > 0)
+                positive, true_positive = positive + label, true_positive + (truth and label)
         table.add_row(
             path,
             str(len(trees)),

@@ -4,7 +4,8 @@
   hindsight relabelling of the legal plays that missed the target.
 - Step-wise value / PRM: `prompt`/`completions`/`labels`, one record per root-to-terminal path, a label per
   step: `mc` (soft: the share of verified terminal descendants, a Monte-Carlo estimate from the tree's own
-  trajectories) or `hard` (1 if any descendant is verified, as Math-Shepherd's hard estimation).
+  trajectories) or `hard` (1 if any descendant is verified, as Math-Shepherd's hard estimation; a step with
+  nothing explored below has no hard label).
 - Step-level preferences: `prompt`/`chosen`/`rejected`, sibling steps under the same prefix whose values
   differ by at least `margin`.
 - Search targets (AlphaZero's policy improvement): `prompt`/`completion` pairs of one step, at every node where
@@ -24,7 +25,9 @@ LABEL_KINDS = ("mc", "hard")  # step labels: the share of verified terminals bel
 
 
 def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
-    """A value per non-root node from the verified terminals below it; nodes with none below use their score."""
+    """A value per non-root node from the terminals below it. A node with none below: `mc` takes its score (the
+    scorer's estimate), `hard` leaves it out, since a learned value model's score is no verified completion (read
+    as one, every step the search never expanded would count as solvable)."""
     if kind not in LABEL_KINDS:
         raise ValueError(f"label kind must be one of {LABEL_KINDS}, not {kind!r}")
     values: dict[Node, float] = {}
@@ -39,8 +42,8 @@ def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
         if node.step is not None:
             if total:
                 values[node] = (wins / total) if kind == "mc" else float(wins > 0)
-            elif node.score is not None:
-                values[node] = node.score if kind == "mc" else float(node.score > 0)
+            elif node.score is not None and kind == "mc":
+                values[node] = node.score
         return counts
 
     visit(tree.root)

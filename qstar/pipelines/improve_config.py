@@ -71,7 +71,11 @@ class ImproveConfig:
         "last (a shorter replay keeps later iterations' SFT as fast as the first's)",
     )
     batch_size: int = option(64, "problems searched at once (their model calls batched together)")
-    value_labels: str = option("mc", "step labels: mc (share of verified completions below) or hard (any verified)")
+    value_labels: str = option(
+        "mc",
+        "step labels: mc (share of verified completions below; a step with none below, its score) or hard (any"
+        " verified; a step with nothing explored below has none)",
+    )
     max_value_records: int = option(2000, "most value records per iteration (a seeded sample of all paths so far)")
     step_dpo: bool = option(True, "step-DPO after SFT (the SFT-only policy is kept as policy-sft/)")
     preference_margin: float = option(0.3, "least value gap between the chosen and the rejected step of a pair")
