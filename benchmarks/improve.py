@@ -7,7 +7,7 @@ ablations, one table. The recipes of the shipped checkpoints are config files in
     python benchmarks/improve.py --config configs/tiny-improved-3-cpu.toml --run-dir runs/d1   # third (2 cores)
     python benchmarks/improve.py --config configs/tiny-improved-4-cpu.toml --run-dir runs/d2   # fourth (2 cores)
     python benchmarks/improve.py --run-dir runs/X --resume
-    python benchmarks/improve.py --ablation            # four arms, 3 seeds each (~95 min on 2 cores)
+    python benchmarks/improve.py --ablation            # four arms, 3 seeds each (~2 hours on 2 cores)
     python benchmarks/improve.py --ablation --jobs 3   # three runs at once (a machine with 6+ cores or a GPU)
     python benchmarks/improve.py --ablation --arms shared    # one arm
 
@@ -23,9 +23,9 @@ beside the figures and are not changed by anything here.
 iterations, each with 3 seeds (the problem samples, sampling and every trainer's seed): the policy trained toward
 the search's own choices (`search_targets`, AlphaZero's policy improvement, no DPO), SFT on verified solutions
 with light step-DPO (the earlier recipe), the search targets on a shared trunk (`shared_trunk`: policy and
-value one network, both heads trained together), and the search targets without rollouts (`rollouts = 0`: before
-the first value model the verifier alone scores, so the data search spends its tokens on its own expansions);
-`--arms` picks some. A table of the last iteration's greedy and
+value one network, both heads trained together), and the search targets with two Monte-Carlo rollouts a step
+before the first value model (`rollouts`; the demo's `rollouts = 0` lets the verifier alone score then, so the
+data search spends its tokens on its own expansions); `--arms` picks some. A table of the last iteration's greedy and
 search accuracy per seed, mean +- standard deviation, and each arm's seconds (the compute each spent).
 """
 
@@ -66,7 +66,7 @@ ARMS = {  # the ablation's arms: a short name (its runs' folders), its title, an
     "targets": ("search targets, no DPO", {"search_targets": True, "step_dpo": False}),
     "dpo": ("SFT + light step-DPO", {"search_targets": False, "step_dpo": True}),
     "shared": ("shared trunk, search targets", {"search_targets": True, "step_dpo": False, "shared_trunk": True}),
-    "verifier": ("search targets, no rollouts", {"search_targets": True, "step_dpo": False, "rollouts": 0}),
+    "rollouts": ("search targets, two rollouts", {"search_targets": True, "step_dpo": False, "rollouts": 2}),
 }
 TRAINERS = ("sft", "dpo", "value", "policy_value")  # every trainer's seed follows the run's
 
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument(
         "--ablation",
         action="store_true",
-        help="search targets vs SFT + DPO vs shared trunk vs no rollouts, --seeds seeds each",
+        help="search targets vs SFT + DPO vs shared trunk vs two rollouts, --seeds seeds each",
     )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"the ablation's arms, of {', '.join(ARMS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm of --ablation")
@@ -213,10 +213,11 @@ def main() -> None:
     ablations["sft_dpo"] = {"greedy": measure(run.policy_path(last), "greedy")}
     ablations["sft_dpo"]["search"] = measure(run.policy_path(last), cfg.eval_search, value)
     ablations["scorers"] = {}
+    k = cfg.rollouts or 2  # a run without rollouts (rollouts = 0) is compared with two a step
     for name in args.compare_searches.split(","):
         ablations["scorers"][name] = {
             "value": measure(run.policy_path(last), name, value),
-            "rollouts": measure(run.policy_path(last), name, lambda p: RolloutScorer(task, p, k=cfg.rollouts)),
+            "rollouts": measure(run.policy_path(last), name, lambda p: RolloutScorer(task, p, k=k)),
         }
     countdown = get_task("countdown")
     held = countdown.problems("val_target", limit=args.countdown_limit)

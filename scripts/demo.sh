@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: `qstar improve` on Game of 24 from the rules-only checkpoint (two iterations with the settings
+# The main job: `qstar improve` on Game of 24 from the rules-only checkpoint (three iterations with the settings
 # of configs/demo.toml), printing the per-iteration table. Run again to see the finished run's table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
