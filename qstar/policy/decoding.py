@@ -30,10 +30,6 @@ class Prefill:
     hashes: list[list[int]]
     start: int  # the first slot computed; the rest came from the prefix cache
 
-    @property
-    def width(self) -> int:
-        return self.valid.shape[1]
-
 
 class LlamaDecoder:
     """Prefill and one-token decode steps with a static `[layers, batch, heads, length, head_dim]` KV cache."""
