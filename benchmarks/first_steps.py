@@ -6,6 +6,7 @@ The exhaustive solver decides solvability (statistics only: it never guides a se
     python benchmarks/first_steps.py                      # the shipped models on game24 test and countdown val_target
     python benchmarks/first_steps.py --policy runs/cd/iter-1/policy --value runs/cd/iter-1/value --limit 1000
     python benchmarks/first_steps.py --trees runs/demo/iter-*/trees.jsonl.gz   # the labels of a run's data searches
+    python benchmarks/first_steps.py --failures eval.jsonl.gz   # where a search failed (`qstar eval --save-trees`)
 """
 
 from __future__ import annotations
@@ -58,6 +59,30 @@ def label_table(paths: list[str]) -> Table:
     return table
 
 
+def failure_table(paths: list[str]) -> Table:
+    """Per trees file of an evaluation search: how each unsolved problem failed, at the first step or below it."""
+    kinds = ("no solvable first step", "solvable, none expanded", "their second steps all dead")
+    table = Table(title="where the search failed (the exhaustive solver judges each step)")
+    for col in ("trees", "problems", "solved", *kinds, "a solvable second step unfinished"):
+        table.add_column(col, justify="left" if col == "trees" else "right")
+    task = get_task("countdown")
+    for path in paths:
+        trees = load_trees(path)
+        counts = [0] * 4
+        for tree in trees:
+            if tree.solutions():
+                continue
+            good = [c for c in tree.root.children if solvable(task, tree.problem, c.step)]
+            expanded = [c for c in good if c.children]
+            second = [[c.step.text, g.step.text] for c in expanded for g in c.children]
+            left = [task.left_after(tree.problem, texts) for texts in second]
+            alive = any(n is not None and is_solvable(n, tree.problem.meta["target"]) for n in left)
+            counts[0 if not good else 1 if not expanded else 3 if alive else 2] += 1
+        solved = sum(bool(t.solutions()) for t in trees)
+        table.add_row(path, str(len(trees)), str(solved), *map(str, counts))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="tiny", help="the policy (default: the shipped one)")
@@ -65,7 +90,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16, help="sampled first steps per problem (dfs-wide's root_k)")
     parser.add_argument("--limit", type=int, default=None, help="problems per split (default: all)")
     parser.add_argument("--trees", nargs="+", help="trees files of data searches: measure their first-step labels")
+    parser.add_argument("--failures", nargs="+", help="trees files of evaluation searches: where they failed")
     args = parser.parse_args()
+    if args.failures:
+        return Console(width=180).print(failure_table(args.failures))
     if args.trees:
         return Console(width=160).print(label_table(args.trees))
     policy = load_policy(args.policy, seed=0)
