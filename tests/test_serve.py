@@ -53,6 +53,17 @@ def test_greedy_and_beam_commit_steps_the_answer_extends(shipped_policy):
             assert any(events[i][0][0] == "steps" for i in events), "narrow beams commit before they end"
 
 
+def same_tree(a, b) -> bool:
+    """Two saved trees (`Tree.to_dict`) alike: the same steps and structure, the same numbers to 1e-5."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_tree(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    return a == b
+
+
 def test_the_engine_batches_requests_in_flight_together_and_gives_the_trees_of_run_search(shipped_policy):
     task = get_task("countdown")
     problems = task.problems("val", 12)
@@ -74,7 +85,8 @@ def test_the_engine_batches_requests_in_flight_together_and_gives_the_trees_of_r
         engine.submit(Ticket(problem, search, 1000, None, lambda steps: None, finished(i)))
     assert done.wait(60)
     engine.stop()
-    assert [trees[i].to_dict() for i in range(len(problems))] == [t.to_dict() for t in alone]
+    # the same trees; a log-probability may differ in its last digits, a batch of other rows rounding otherwise
+    assert [same_tree(trees[i].to_dict(), t.to_dict()) for i, t in enumerate(alone)] == [True] * len(problems)
     assert engine.policy_calls < sum(t.calls for t in alone) / 4  # the calls of many problems shared
 
 
