@@ -24,9 +24,9 @@ from qstar.tasks import get_task
 from qstar.tasks.countdown.solver import is_solvable
 
 
-def solvable(task, problem, step) -> bool:
-    """Whether the numbers left after `step` can still make the target."""
-    left = task.left_after(problem, [step.text])
+def solvable(task, problem, *steps) -> bool:
+    """Whether the numbers left after `steps` can still make the target."""
+    left = task.left_after(problem, [step.text for step in steps])
     return left is not None and is_solvable(left, problem.meta["target"])
 
 
@@ -68,18 +68,14 @@ def failure_table(paths: list[str]) -> Table:
     task = get_task("countdown")
     for path in paths:
         trees = load_trees(path)
+        unsolved = [tree for tree in trees if not tree.solutions()]
         counts = [0] * 4
-        for tree in trees:
-            if tree.solutions():
-                continue
+        for tree in unsolved:
             good = [c for c in tree.root.children if solvable(task, tree.problem, c.step)]
             expanded = [c for c in good if c.children]
-            second = [[c.step.text, g.step.text] for c in expanded for g in c.children]
-            left = [task.left_after(tree.problem, texts) for texts in second]
-            alive = any(n is not None and is_solvable(n, tree.problem.meta["target"]) for n in left)
+            alive = any(solvable(task, tree.problem, c.step, g.step) for c in expanded for g in c.children)
             counts[0 if not good else 1 if not expanded else 3 if alive else 2] += 1
-        solved = sum(bool(t.solutions()) for t in trees)
-        table.add_row(path, str(len(trees)), str(solved), *map(str, counts))
+        table.add_row(path, str(len(trees)), str(len(trees) - len(unsolved)), *map(str, counts))
     return table
 
 
