@@ -134,6 +134,20 @@ def test_a_run_folder_is_one_process_s_at_a_time(tmp_path):
     Improve(small_config(), tmp_path, resume=True)
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_at_its_default_and_no_other(tmp_path):
+    """config.json of an older qstar lacks the settings added since: the run resumes while they are at their
+    defaults; a changed setting is still refused."""
+    from qstar.errors import QstarError
+
+    Improve(small_config(), tmp_path).lock.close()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["sft"]["sampling"], saved["sft_per_problem"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    Improve(small_config(), tmp_path, resume=True).lock.close()
+    with pytest.raises(QstarError, match="differs from this command's settings"):
+        Improve(small_config(sft_per_problem=1), tmp_path, resume=True)
+
+
 def test_the_shipped_checkpoints_solve_test_games():
     from qstar.scorers.value import ValueScorer
 

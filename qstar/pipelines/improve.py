@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qstar.checkpoints import resolve
+from qstar.config import from_dict
 from qstar.errors import QstarError
 from qstar.io import (
     atomic_write,
@@ -103,7 +104,7 @@ class Improve:
             before = json.loads(saved.read_text())
             if before.get("task") != cfg.task:
                 raise QstarError(f"{self.dir} holds a run of the {before.get('task')} task, not {cfg.task}")
-            if before != asdict(cfg):
+            if asdict(from_dict(ImproveConfig, before)) != asdict(cfg):  # a setting added since: its default
                 raise QstarError(f"{saved} differs from this command's settings: resume with the same settings")
             return
         try:
