@@ -70,6 +70,7 @@ def training_arguments(cfg: TrainConfig) -> dict[str, Any]:
         "adam_beta2": cfg.adam_beta2,
         "max_grad_norm": cfg.max_grad_norm,
         "seed": cfg.seed,
+        "train_sampling_strategy": cfg.sampling,
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": cfg.report_to,

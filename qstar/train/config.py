@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from qstar.config import check, option
 
+SAMPLINGS = ("random", "group_by_length")  # transformers' train_sampling_strategy values qstar's trainers take
+
 
 @dataclass
 class TrainConfig:
@@ -21,6 +23,11 @@ class TrainConfig:
     gradient_accumulation_steps: int = option(1, "batches whose gradients add up to one optimiser step")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, slower)")
     report_to: str = option("none", "where transformers reports metrics: none, tensorboard, wandb, ...")
+    sampling: str = option(
+        "random",
+        "the order of records: random, or group_by_length (batches of records of similar length, so less padding:"
+        " faster where lengths vary, as one-step search targets beside whole solutions do)",
+    )
     seed: int = option(0, "seed of the record order")
 
     def __post_init__(self) -> None:
@@ -28,6 +35,7 @@ class TrainConfig:
         check(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
         check(self.lr > 0, f"lr must be positive, not {self.lr}")
         check(self.warmup >= 0, f"warmup must be 0 or more, not {self.warmup}")
+        check(self.sampling in SAMPLINGS, f"sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
         check(
             self.gradient_accumulation_steps >= 1,
             f"gradient_accumulation_steps must be at least 1, not {self.gradient_accumulation_steps}",
@@ -70,6 +78,14 @@ class DPOConfig(TrainConfig):
     lr: float = option(2e-4, "peak learning rate: linear warm-up, cosine decay to 10%")
     beta: float = option(0.1, "strength of the implicit KL penalty to the reference")
     sft_weight: float = option(0.0, "add this times the chosen completion's NLL (RPO-style); 0 for plain DPO")
+    sampling: str = option("random", "the order of pairs: random (a pair has no one length to group by)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(
+            self.sampling == "random",
+            f"DPO's pairs have no one length to group by: sampling random, not {self.sampling!r}",
+        )
 
 
 @dataclass
