@@ -6,6 +6,7 @@ The exhaustive solver decides solvability (statistics only: it never guides a se
     python benchmarks/first_steps.py                      # the shipped models on game24 test and countdown val_target
     python benchmarks/first_steps.py --policy runs/cd/iter-1/policy --value runs/cd/iter-1/value --limit 1000
     python benchmarks/first_steps.py --trees runs/demo/iter-*/trees.jsonl.gz   # the labels of a run's data searches
+    python benchmarks/first_steps.py --trees runs/demo/iter-*/trees.jsonl.gz --shared-states   # with shared states
     python benchmarks/first_steps.py --failures eval.jsonl.gz   # where a search failed (`qstar eval --save-trees`)
 """
 
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from qstar.io import load_trees
 from qstar.policy import load_policy
-from qstar.records import node_values
+from qstar.records import node_values, proven_states
 from qstar.scorers import get_scorer
 from qstar.tasks import get_task
 from qstar.tasks.countdown.solver import is_solvable
@@ -30,18 +31,23 @@ def solvable(task, problem, *steps) -> bool:
     return left is not None and is_solvable(left, problem.meta["target"])
 
 
-def label_table(paths: list[str]) -> Table:
-    """Per trees file: the problems the search solved, and its first steps by label against the truth."""
-    table = Table(title="first-step labels (hard) of data searches against the truth")
+def label_table(paths: list[str], shared: bool = False) -> Table:
+    """Per trees file: the problems the search solved, and its first steps by label against the truth; `shared`:
+    with the states proven in it and the files before it (`shared_states`, as an improve run's iterations)."""
+    title = "first-step labels (hard" + (", shared states" if shared else "") + ") of data searches against the truth"
+    table = Table(title=title)
     cols = ("trees", "problems", "solved", "first steps", "solvable", "labelled 1", "of them solvable", "recall")
     for col in cols:
         table.add_column(col, justify="left" if col == "trees" else "right")
     task = get_task("countdown")  # Game of 24's rules too: the numbers and the target are the problem's
+    earlier = []
     for path in paths:
         trees = load_trees(path)
+        earlier += trees
+        proven = proven_states(earlier, task) if shared else set()
         steps = solvable_steps = positive = true_positive = 0
         for tree in trees:
-            labels = node_values(tree, "hard")
+            labels = node_values(tree, "hard", task, proven)
             for child in tree.root.children:  # one the search never explored below has no label: not a 1
                 truth, label = solvable(task, tree.problem, child.step), labels.get(child, 0.0) > 0
                 steps, solvable_steps = steps + 1, solvable_steps + truth
@@ -86,12 +92,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16, help="sampled first steps per problem (dfs-wide's root_k)")
     parser.add_argument("--limit", type=int, default=None, help="problems per split (default: all)")
     parser.add_argument("--trees", nargs="+", help="trees files of data searches: measure their first-step labels")
+    parser.add_argument(
+        "--shared-states", action="store_true", help="with --trees: label by the states proven so far (shared_states)"
+    )
     parser.add_argument("--failures", nargs="+", help="trees files of evaluation searches: where they failed")
     args = parser.parse_args()
     if args.failures:
         return Console(width=180).print(failure_table(args.failures))
     if args.trees:
-        return Console(width=160).print(label_table(args.trees))
+        return Console(width=160).print(label_table(args.trees, args.shared_states))
     policy = load_policy(args.policy, seed=0)
     table = Table(title=f"first steps that keep the problem solvable ({args.policy}, {args.k} samples, {args.value})")
     for col in ("split", "problems", "greedy's", "any of the samples", "the value model's pick of them"):

@@ -8,6 +8,9 @@
   nothing explored below has no hard label).
 - Step-level preferences: `prompt`/`chosen`/`rejected`, sibling steps under the same prefix whose values
   differ by at least `margin`.
+- Shared states (a transposition table): with `hard` labels, a step whose state (`task.state_key`: countdown's
+  numbers left) a verified solution passed through in any tree is solvable, so labelled 1 even where its own tree
+  found nothing below it.
 - Search targets (AlphaZero's policy improvement): `prompt`/`completion` pairs of one step, at every node where
   the search compared children, each child its labels rank best — the policy learns the choice the search made
   with the verifier's hindsight, not only the solutions it happened to finish.
@@ -16,7 +19,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Set
 
 from qstar.tasks.base import Task
 from qstar.types import Node, Tree
@@ -24,13 +27,17 @@ from qstar.types import Node, Tree
 LABEL_KINDS = ("mc", "hard")  # step labels: the share of verified terminals below, or whether any is verified
 
 
-def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
+def node_values(
+    tree: Tree, kind: str = "mc", task: Task | None = None, proven: Set[Hashable] = frozenset()
+) -> dict[Node, float]:
     """A value per non-root node from the terminals below it. A node with none below: `mc` takes its score (the
     scorer's estimate), `hard` leaves it out, since a learned value model's score is no verified completion (read
-    as one, every step the search never expanded would count as solvable)."""
+    as one, every step the search never expanded would count as solvable). With `hard`, a node whose state is in
+    `proven` (`proven_states`) is 1 whatever was found below it."""
     if kind not in LABEL_KINDS:
         raise ValueError(f"label kind must be one of {LABEL_KINDS}, not {kind!r}")
     values: dict[Node, float] = {}
+    shared = kind == "hard" and bool(proven) and task is not None
 
     def visit(node: Node) -> tuple[int, int]:  # (verified terminals, terminals) below and at node
         if node.terminal:
@@ -44,10 +51,27 @@ def node_values(tree: Tree, kind: str = "mc") -> dict[Node, float]:
                 values[node] = (wins / total) if kind == "mc" else float(wins > 0)
             elif node.score is not None and kind == "mc":
                 values[node] = node.score
+            if shared and not wins and not node.terminal and task.state_key(tree.problem, node.texts()) in proven:
+                values[node] = 1.0
         return counts
 
     visit(tree.root)
     return values
+
+
+def proven_states(trees: Iterable[Tree], task: Task) -> set[Hashable]:
+    """The states (`task.state_key`) of every prefix a verified solution passes through: each is solvable in
+    whichever tree a search reaches it. Empty for a task without state keys."""
+    state_key = getattr(task, "state_key", None)  # optional for a task written against the protocol alone
+    proven: set[Hashable] = set()
+    if state_key is None:
+        return proven
+    for tree in trees:
+        for leaf in tree.solutions():
+            steps = leaf.texts()
+            proven.update(state_key(tree.problem, steps[:depth]) for depth in range(1, len(steps)))
+    proven.discard(None)
+    return proven
 
 
 def sft_records(trees: Iterable[Tree], task: Task, hindsight: bool = False, per_problem: int = 0) -> list[dict]:
@@ -77,11 +101,13 @@ def sft_records(trees: Iterable[Tree], task: Task, hindsight: bool = False, per_
     return records
 
 
-def value_records(trees: Iterable[Tree], task: Task, kind: str = "mc") -> list[dict]:
-    """One record per root-to-terminal path, labelled step by step."""
+def value_records(
+    trees: Iterable[Tree], task: Task, kind: str = "mc", proven: Set[Hashable] = frozenset()
+) -> list[dict]:
+    """One record per root-to-terminal path, labelled step by step (`proven`: states labelled 1, `node_values`)."""
     records = []
     for tree in trees:
-        values = node_values(tree, kind)
+        values = node_values(tree, kind, task, proven)
         prompt = task.render(tree.problem, [])
         for leaf in (n for n in tree.nodes() if n.terminal):
             path = leaf.lineage()[1:]
@@ -114,14 +140,16 @@ def preference_records(trees: Iterable[Tree], task: Task, margin: float = 0.3) -
     return records
 
 
-def search_target_records(trees: Iterable[Tree], task: Task, kind: str = "hard") -> list[dict]:
+def search_target_records(
+    trees: Iterable[Tree], task: Task, kind: str = "hard", proven: Set[Hashable] = frozenset()
+) -> list[dict]:
     """One-step SFT records: at each node with two or more labelled children, every child whose label is the best
     among them and above 0 (with `hard` labels: every step from which the search verified a solution), as the
     completion of the prefix above it. Deduplicated; the root's records are the first steps that keep the problem
-    solvable, the choice greedy decoding gets wrong most."""
+    solvable, the choice greedy decoding gets wrong most. `proven`: states labelled 1 (`node_values`)."""
     seen, records = set(), []
     for tree in trees:
-        values = node_values(tree, kind)
+        values = node_values(tree, kind, task, proven)
         for node in tree.nodes():
             kids = [c for c in node.children if c in values]
             best = max((values[c] for c in kids), default=0.0)

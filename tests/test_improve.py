@@ -226,6 +226,14 @@ def test_the_demo_config_is_a_valid_run_with_the_search_targets():
     assert cfg.search_targets and cfg.policy == "tiny-rules" and cfg.eval_search == "dfs-wide"
 
 
+def test_shared_states_need_hard_labels():
+    from qstar.errors import QstarError
+
+    assert ImproveConfig(shared_states=True, value_labels="hard").shared_states
+    with pytest.raises(QstarError, match="value_labels = hard"):
+        ImproveConfig(shared_states=True, value_labels="mc")
+
+
 def test_the_configs_reproduce_the_recipes_of_the_shipped_checkpoints():
     """configs/tiny-improved-K-*.toml hold the settings each leg of the shipped checkpoints ran with, as recorded
     in its qstar_improve.json (fields renamed since; the starting folders are the previous leg's run)."""

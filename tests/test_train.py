@@ -86,6 +86,36 @@ def test_a_step_with_nothing_explored_below_has_no_hard_label_and_is_no_search_t
     assert roots == ["1 + 2 = 3" + TASK.separator]
 
 
+def test_a_state_one_tree_proved_solvable_is_labelled_1_in_every_tree_that_reaches_it():
+    """Shared states: tree A verifies a solution through the numbers [3, 3] (left after 1 + 2); tree B, another
+    problem of the same target, reaches [3, 3] too (6 / 2) and finds nothing below: with A's proven states B's step
+    is 1 and a search target; B's dead step (leaving [3, 4]) stays 0, and so does a finished failed play at a proven
+    state. A task without state keys (gsm8k) proves none."""
+    from qstar.records import proven_states
+    from qstar.tasks import get_task
+    from qstar.types import Step, Tree
+
+    a, b = make_problem("a", [1, 2, 3], 9), make_problem("b", [3, 6, 2], 9)
+    tree_a, tree_b = Tree(a), Tree(b)
+    tree_a.root.add_child(Step("1 + 2 = 3 (left: 3 3)")).add_child(
+        Step("3 * 3 = 9 (left: 9)"), terminal=True, reward=1.0
+    )
+    reached = tree_b.root.add_child(Step("6 / 2 = 3 (left: 3 3)"))
+    reached.add_child(Step("3 + 3 = 6 (left: 6)"), terminal=True, reward=0.0)  # its second step was wrong
+    dead = tree_b.root.add_child(Step("6 - 2 = 4 (left: 3 4)"))
+    dead.add_child(Step("3 + 4 = 7 (left: 7)"), terminal=True, reward=0.0)
+    proven = proven_states([tree_a, tree_b], TASK)
+    assert TASK.state_key(b, [reached.step.text]) in proven and TASK.state_key(b, [dead.step.text]) not in proven
+    alone, shared = node_values(tree_b, "hard"), node_values(tree_b, "hard", TASK, proven)
+    assert (alone[reached], alone[dead]) == (0.0, 0.0)
+    assert (shared[reached], shared[dead]) == (1.0, 0.0)
+    assert shared[reached.children[0]] == 0.0  # a finished play is judged by the verifier alone
+    root = TASK.render(b, [])
+    targets = [r["completion"] for r in search_target_records([tree_b], TASK, "hard", proven) if r["prompt"] == root]
+    assert targets == [reached.step.text + TASK.separator] and not search_target_records([tree_b], TASK, "hard")
+    assert proven_states([tree_a], get_task("gsm8k")) == set()
+
+
 def models(kind: str):
     torch.manual_seed(0)
     tok = char_tokenizer()

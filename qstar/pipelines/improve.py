@@ -51,7 +51,13 @@ from qstar.pipelines.launch import launch_command, launch_training
 from qstar.pipelines.replica import Replica
 from qstar.policy import Policy, load_policy
 from qstar.policy.served import check_hook, check_same_tokenizer, reload_server
-from qstar.records import preference_records, search_target_records, sft_records, value_records
+from qstar.records import (
+    preference_records,
+    proven_states,
+    search_target_records,
+    sft_records,
+    value_records,
+)
 from qstar.scorers import Scorer
 from qstar.search import get_search
 from qstar.tasks import get_task
@@ -258,7 +264,8 @@ class Improve:
         leaked = [t.problem.id for t in earlier + trees if self.task.problem_key(t.problem) in self.held_out]
         if leaked:  # the searches never get such a problem; records must never hold one either
             raise QstarError(f"evaluation problems among the training trees: {', '.join(leaked[:5])}")
-        values = value_records(earlier + trees, self.task, self.cfg.value_labels)
+        proven = proven_states(earlier + trees, self.task) if self.cfg.shared_states else set()
+        values = value_records(earlier + trees, self.task, self.cfg.value_labels, proven)
         if len(values) > self.cfg.max_value_records:  # one record per path grows fast: train on a seeded sample
             values = random.Random(self.cfg.seed * 1000 + k).sample(values, self.cfg.max_value_records)
         write_jsonl(self.it(k) / "value.jsonl", values)
@@ -268,7 +275,7 @@ class Improve:
         replayed = [t for ts in by_iteration[len(by_iteration) - window :] for t in ts] + trees
         sft = sft_records(replayed, self.task, hindsight=cfg.hindsight, per_problem=cfg.sft_per_problem)
         if cfg.search_targets:
-            sft += search_target_records(replayed, self.task, cfg.value_labels)
+            sft += search_target_records(replayed, self.task, cfg.value_labels, proven)
         write_jsonl(self.it(k) / "sft.jsonl", sft)
 
     def train_policy(self, k: int) -> None:

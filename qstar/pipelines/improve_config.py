@@ -76,6 +76,12 @@ class ImproveConfig:
         "step labels: mc (share of verified completions below; a step with none below, its score) or hard (any"
         " verified; a step with nothing explored below has none)",
     )
+    shared_states: bool = option(
+        False,
+        "hard labels: also 1 for a step whose state (the task's state_key: countdown's numbers left and target) a"
+        " verified solution of any tree so far passed through (a transposition table: most solvable steps are"
+        " otherwise 0, none found below them in their own tree)",
+    )
     max_value_records: int = option(2000, "most value records per iteration (a seeded sample of all paths so far)")
     step_dpo: bool = option(True, "step-DPO after SFT (the SFT-only policy is kept as policy-sft/)")
     preference_margin: float = option(0.3, "least value gap between the chosen and the rejected step of a pair")
@@ -108,6 +114,10 @@ class ImproveConfig:
         check(self.value_labels in LABEL_KINDS, f"value_labels must be mc or hard, not {self.value_labels!r}")
         check(self.max_value_records >= 1, f"max_value_records must be at least 1, not {self.max_value_records}")
         check(self.sft_per_problem >= 0, f"sft_per_problem must be 0 or more, not {self.sft_per_problem}")
+        check(
+            not self.shared_states or self.value_labels == "hard",
+            "shared_states labels steps 1 where a state is proven solvable: it needs value_labels = hard",
+        )
         check(self.sft_replay >= 0, f"sft_replay must be 0 or more, not {self.sft_replay}")
         TASKS.entry(self.task)  # unknown names and hyper-parameters fail here, before any work
         if self.extra_task:

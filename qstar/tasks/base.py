@@ -79,6 +79,12 @@ class Task(Protocol):
         """Hindsight relabelling: a problem that this complete play solves, or None where the task has none."""
         ...
 
+    def state_key(self, problem: Problem, steps: list[str]) -> Hashable | None:
+        """What is left to solve after `steps`, where two partial solutions with one key have the same completions
+        (countdown: the numbers left and the target), or None where the task cannot tell (a transposition table's
+        key: a state one search proved solvable is solvable in every tree that reaches it)."""
+        ...
+
     def final_answer(self, problem: Problem, steps: list[str]) -> str | None:
         """The answer a solution states (for countdown, the full expression), or None."""
         ...
@@ -126,6 +132,9 @@ class BaseTask:
         return self.final_answer(problem, steps)
 
     def relabel(self, problem: Problem, steps: list[str]) -> Problem | None:
+        return None
+
+    def state_key(self, problem: Problem, steps: list[str]) -> Hashable | None:
         return None
 
     def final_answer(self, problem: Problem, steps: list[str]) -> str | None:

@@ -115,6 +115,11 @@ class Countdown:
                 return None
         return numbers
 
+    def state_key(self, problem: Problem, steps: list[str]) -> Hashable | None:
+        """The numbers left (a multiset) and the target: all that decides how the play can go on."""
+        left = self.left_after(problem, steps)
+        return None if left is None else (tuple(sorted(left)), problem.meta["target"])
+
     def check_step(self, problem: Problem, steps: list[str], step: str) -> StepCheck:
         numbers = self.left_after(problem, steps)
         if numbers is None:
