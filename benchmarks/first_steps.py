@@ -40,11 +40,11 @@ def label_table(paths: list[str], shared: bool = False) -> Table:
     for col in cols:
         table.add_column(col, justify="left" if col == "trees" else "right")
     task = get_task("countdown")  # Game of 24's rules too: the numbers and the target are the problem's
-    earlier = []
+    proven: set = set()  # the states proven in this file and those before it
     for path in paths:
         trees = load_trees(path)
-        earlier += trees
-        proven = proven_states(earlier, task) if shared else set()
+        if shared:
+            proven |= proven_states(trees, task)
         steps = solvable_steps = positive = true_positive = 0
         for tree in trees:
             labels = node_values(tree, "hard", task, proven)
