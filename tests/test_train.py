@@ -17,7 +17,7 @@ from qstar.search import get_search, run_search
 from qstar.tasks.countdown import Countdown, make_problem
 from qstar.train.config import DPOConfig, SFTConfig, ValueConfig
 from qstar.train.dpo import train_dpo
-from qstar.train.sft import train_sft
+from qstar.train.sft import merged_rows, sft_row, train_sft
 from qstar.train.value import train_value
 
 TASK = Countdown()
@@ -163,6 +163,55 @@ def test_sft_grouped_by_length_learns_on_fewer_padded_tokens(trees):
         assert sum(rows for rows, _ in shapes) == 4 * len(records)
         padded[sampling] = sum(rows * width for rows, width in shapes)
     assert padded["group_by_length"] < 0.95 * padded["random"]  # at best 0.89 with these lengths
+
+
+def test_merged_rows_train_each_record_inside_the_longest_it_begins():
+    rows = [
+        {"input_ids": [1, 2, 3], "completion_mask": [0, 1, 1]},  # the first step below the prompt [1]
+        {"input_ids": [1, 2, 3, 4, 5], "completion_mask": [0, 0, 0, 1, 1]},  # the next step below it
+        {"input_ids": [1, 2, 3], "completion_mask": [0, 0, 1]},  # a record that begins the same (a duplicate)
+        {"input_ids": [1, 2, 9], "completion_mask": [0, 0, 1]},  # a sibling: begins no other row
+        {"input_ids": [1, 2], "completion_mask": [0, 1]},  # begins both [1, 2, 3, ...] and [1, 2, 9]
+    ]
+    merged = merged_rows(rows)
+    assert sorted(map(str, merged)) == sorted(
+        map(
+            str,
+            [
+                {"input_ids": [1, 2, 3, 4, 5], "completion_mask": [0, 1, 1, 1, 1]},
+                {"input_ids": [1, 2, 9], "completion_mask": [0, 0, 1]},
+            ],
+        )
+    )
+    assert rows[1]["completion_mask"] == [0, 0, 0, 1, 1]  # the records are left as they were
+
+
+def test_sft_on_merged_prefixes_takes_each_loss_term_once_on_fewer_tokens(trees):
+    """A one-step search target is the start of the solution through it: merged, the first step's loss is the mean
+    of the distinct (context, token) terms the records hold, through one row a solution, and training learns."""
+    whole = sft_records(trees, TASK)
+    first = [{**r, "completion": r["completion"].split(TASK.separator)[0] + TASK.separator} for r in whole]
+    records = whole + first + whole[:1]
+    model, tok = models("tiny")
+    terms = {}  # (the tokens before, the token) -> its NLL under the untrained model
+    with torch.no_grad():
+        for r in records:
+            row = sft_row(tok, r)
+            ids = torch.tensor([row["input_ids"]])
+            nll = torch.nn.functional.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:], reduction="none")
+            for i, keep in enumerate(row["completion_mask"][1:]):
+                if keep:
+                    terms[tuple(row["input_ids"][: i + 2])] = nll[i].item()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    shapes = []
+    model.register_forward_pre_hook(
+        lambda _, args, kwargs, seen=shapes: seen.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    cfg = SFTConfig(epochs=30, batch_size=len(whole), lr=3e-3, merge_prefixes=True)
+    trained = train_sft(model, tok, records, cfg, quiet=True)
+    assert trained.history[0]["loss"] == pytest.approx(sum(terms.values()) / len(terms), rel=1e-4)
+    assert all(rows == len(whole) for rows, _ in shapes)  # one row a distinct solution, none for the rest
+    assert_learned(trained.history, before, trained.model)
 
 
 def test_dpo_takes_no_length_grouping():

@@ -69,6 +69,12 @@ class SFTConfig(TrainConfig):
     """SFT on `prompt`/`completion` records (loss on the completion only)."""
 
     lr: float = option(5e-4, "peak learning rate: linear warm-up, cosine decay to 10%")
+    merge_prefixes: bool = option(
+        False,
+        "train a record whose tokens begin another's inside that one (its completion added to the other's loss):"
+        " the same loss terms, each distinct one once, on fewer tokens and steps; search targets share most of"
+        " theirs with the solutions through them",
+    )
 
 
 @dataclass

@@ -23,8 +23,27 @@ def sft_row(tokenizer: PreTrainedTokenizerBase, record: dict) -> dict:
     return {"input_ids": ids, "completion_mask": [0] * prompt_end + [1] * (len(ids) - prompt_end)}
 
 
-def sft_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict]) -> Dataset:
-    return Dataset.from_list([sft_row(tokenizer, r) for r in records])
+def merged_rows(rows: list[dict]) -> list[dict]:
+    """Each row whose ids begin another row's trained inside that row: the longer row's `completion_mask` takes the
+    shorter's on. A causal LM's logits at a position see only the tokens before it, so the loss terms are the same,
+    each distinct one once, on fewer tokens (a search target below a node and the solution through it; a record
+    twice). In sorted order a row that begins any other begins its successor, so one pass from the end merges."""
+    merged: list[dict] = []
+    successor: list[int] | None = None
+    for row in sorted(rows, key=lambda r: r["input_ids"], reverse=True):
+        ids, mask = row["input_ids"], row["completion_mask"]
+        if successor is not None and successor[: len(ids)] == ids:
+            into = merged[-1]["completion_mask"]
+            into[: len(ids)] = [a | b for a, b in zip(into, mask, strict=False)]  # into is the longer
+        else:
+            merged.append({"input_ids": ids, "completion_mask": list(mask)})
+        successor = ids
+    return merged[::-1]
+
+
+def sft_dataset(tokenizer: PreTrainedTokenizerBase, records: list[dict], merge_prefixes: bool = False) -> Dataset:
+    rows = [sft_row(tokenizer, r) for r in records]
+    return Dataset.from_list(merged_rows(rows) if merge_prefixes else rows)
 
 
 def train_sft(
@@ -43,7 +62,7 @@ def train_sft(
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=sft_dataset(tokenizer, records),
+        train_dataset=sft_dataset(tokenizer, records, cfg.merge_prefixes),
         processing_class=tokenizer,
         peft_config=peft_config,
     )
