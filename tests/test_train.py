@@ -173,16 +173,10 @@ def test_merged_rows_train_each_record_inside_the_longest_it_begins():
         {"input_ids": [1, 2, 9], "completion_mask": [0, 0, 1]},  # a sibling: begins no other row
         {"input_ids": [1, 2], "completion_mask": [0, 1]},  # begins both [1, 2, 3, ...] and [1, 2, 9]
     ]
-    merged = merged_rows(rows)
-    assert sorted(map(str, merged)) == sorted(
-        map(
-            str,
-            [
-                {"input_ids": [1, 2, 3, 4, 5], "completion_mask": [0, 1, 1, 1, 1]},
-                {"input_ids": [1, 2, 9], "completion_mask": [0, 0, 1]},
-            ],
-        )
-    )
+    assert merged_rows(rows) == [  # in the order of their ids
+        {"input_ids": [1, 2, 3, 4, 5], "completion_mask": [0, 1, 1, 1, 1]},
+        {"input_ids": [1, 2, 9], "completion_mask": [0, 0, 1]},
+    ]
     assert rows[1]["completion_mask"] == [0, 0, 0, 1, 1]  # the records are left as they were
 
 
