@@ -50,7 +50,7 @@ def matmul_rate(n: int, k: int, m: int, seconds: float = 1.0) -> float:
 def flops_per_token(policy: TinyPolicy) -> float:
     """2 x the weights one generated token multiplies (every linear layer and the output layer)."""
     linear = sum(w.numel() for layer in policy.decoder.layers for w in layer if w.dim() == 2)
-    return 2.0 * (linear + policy.decoder.lm_head.numel())
+    return 2.0 * (linear + policy.decoder.head.numel())
 
 
 def prompts(count: int) -> list[str]:

@@ -4,10 +4,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from qstar.errors import BackendError
 from qstar.policy import load_policy
+from qstar.policy.decoding import LlamaDecoder, row_groups
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
 from qstar.policy.tiny import TinyPolicy
 from qstar.policy.tokenizer import CHARS, char_tokenizer
@@ -58,6 +59,56 @@ def test_lean_decoder_matches_the_hf_forward(random_model):
     with torch.no_grad():
         for i, seq in enumerate(encoded):
             torch.testing.assert_close(logits[i], model(torch.tensor([seq])).logits[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_row_groups_split_mostly_cached_rows_from_the_rest():
+    """Rows that must compute from slot 8 or 9 of 10 run apart from those computing from 0 (2 x 2 + 2 x 10 tokens
+    instead of 4 x 10); rows whose first slots are close run as one group."""
+    assert row_groups([9, 0, 8, 0], width=10) == [([0, 2], 8), ([1, 3], 0)]
+    assert row_groups([3, 2, 4, 3], width=10) == [([0, 1, 2, 3], 2)]
+    assert row_groups([5], width=10) == [([0], 5)]
+
+
+def test_prefill_of_cached_and_uncached_rows_computes_the_new_tokens_and_gives_hf_logits(random_model):
+    """A batch mixing rows whose prefix is cached (all but their last two tokens) with one that is not: the cached
+    rows compute two tokens each, the other its whole prompt, and every row's logits equal the HF model's."""
+    model, tokenizer = random_model
+    policy = TinyPolicy(model, tokenizer)
+    cache, pad = PrefixCache(64 << 20), tokenizer.pad_token_id
+    cached = [tuple(policy.prepare(p + "5 + 5 = 10 (left: 10)\n")[0]) for p in PREFIXES]
+    before = policy.decoder.prefill([seq[:-2] for seq in cached], cache, pad, max(map(len, cached)))
+    for row, seq in enumerate(cached):
+        span = slice(before.lefts[row], before.lefts[row] + len(seq) - 2)
+        keys, values = before.cache[0][:, row, :, span].clone(), before.cache[1][:, row, :, span].clone()
+        cache.add(seq[:-2], before.hashes[row][-1], keys, values)
+    fresh = tuple(policy.prepare(PREFIXES[0] + "4 * 9 = 36 (left: 10 13 36)\n")[0])
+    run = policy.decoder.prefill([*cached, fresh], cache, pad, 80)
+    assert run.computed == 2 * len(cached) + len(fresh)
+    with torch.no_grad():
+        for row, seq in enumerate([*cached, fresh]):
+            torch.testing.assert_close(run.logits[row], model(torch.tensor([seq])).logits[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_lean_decoder_with_grouped_query_heads_matches_the_hf_forward():
+    """Eight query heads sharing two key/value heads (as SmolLM2's 9 share 3): prefill and a decode step over the
+    whole cache, its unwritten slots masked, give the HF model's logits."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=8,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    decoder = LlamaDecoder(model)
+    sequences = [tuple(torch.randint(1, 50, (n,)).tolist()) for n in (5, 9, 12)]
+    run = decoder.prefill(sequences, PrefixCache(0), 0, 20)
+    tokens = torch.tensor([[7], [8], [9]])
+    mask = torch.cat([run.valid, torch.ones(3, 1, dtype=torch.bool), torch.zeros(3, 7, dtype=torch.bool)], dim=1)
+    after = decoder.forward(tokens, run.positions[:, -1:] + 1, run.cache, 12, mask[:, None, None])
+    with torch.no_grad():
+        for row, seq in enumerate(sequences):
+            torch.testing.assert_close(run.logits[row], model(torch.tensor([seq])).logits[0, -1], atol=1e-5, rtol=1e-5)
+            longer = torch.tensor([[*seq, 7 + row]])
+            torch.testing.assert_close(after[row], model(longer).logits[0, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_greedy_proposals_match_hf_generate(random_model):

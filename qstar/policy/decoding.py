@@ -28,7 +28,7 @@ class Prefill:
     positions: torch.Tensor  # [batch, width]
     lefts: list[int]
     hashes: list[list[int]]
-    start: int  # the first slot computed; the rest came from the prefix cache
+    computed: int  # tokens run through the model; the rest (and the padding) came from the prefix cache
 
 
 class LlamaDecoder:
@@ -83,7 +83,7 @@ class LlamaDecoder:
     def new_cache(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
         like = {"dtype": self.embed.dtype, "device": self.embed.device}
-        return torch.empty(shape, **like), torch.empty(shape, **like)  # a slot is written before it is read
+        return torch.zeros(shape, **like), torch.zeros(shape, **like)  # slots not yet written are read, masked
 
     @torch.inference_mode()
     def forward(
@@ -92,15 +92,20 @@ class LlamaDecoder:
         positions: torch.Tensor,  # [batch, new] rotary positions
         cache: tuple[torch.Tensor, torch.Tensor],
         start: int,  # cache slot of ids[:, 0]
-        mask: torch.Tensor,  # [batch, 1, new, start + new] True where a query may attend
+        mask: torch.Tensor,  # [batch, 1, new, slots] True where a query may attend; slots >= start + new
     ) -> torch.Tensor:
-        """Run `ids` through the model, writing their keys/values at `start`; returns last-position logits."""
+        """Run `ids` through the model, writing their keys/values at `start` and attending to the first `slots`
+        of the cache; returns last-position logits."""
         keys, values = cache
         b, t = ids.shape
         end = start + t
         x = F.embedding(ids, self.embed)
         rotation = self.rotation[positions]
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        span = mask.shape[
+            -1
+        ]  # slots attended: the whole cache in decoding (contiguous: batched matmuls run ~3x faster)
+        bias = self.attention_bias(mask, b, t, span)
         for i, (ln1, qkv_w, o_w, ln2, gate_up_w, down_w) in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), ln1, self.eps)
             q, k, v = F.linear(h, qkv_w).split([q_size, kv_size, kv_size], dim=-1)
@@ -109,24 +114,40 @@ class LlamaDecoder:
             v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
             keys[i, :, :, start:end] = k
             values[i, :, :, start:end] = v
-            attn = F.scaled_dot_product_attention(
-                q, keys[i, :, :, :end], values[i, :, :, :end], attn_mask=mask, enable_gqa=self.heads != self.kv_heads
-            )
-            x = x + F.linear(attn.transpose(1, 2).reshape(b, t, q_size), o_w)
+            attn = self.attend(q, keys[i, :, :, :span], values[i, :, :, :span], bias)
+            x = x + F.linear(attn.reshape(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, q_size), o_w)
             h = F.rms_norm(x, (x.shape[-1],), ln2, self.eps)
             gate, up = F.linear(h, gate_up_w).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, down_w)
         x = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
         return F.linear(x, self.head, self.head_bias)
 
+    def attention_bias(self, mask: torch.Tensor, b: int, t: int, end: int) -> torch.Tensor:
+        """`mask` as the additive `[batch * kv_heads, group * new, end]` bias `attend` adds to its scores."""
+        group = self.heads // self.kv_heads
+        bias = torch.zeros(mask.shape, dtype=self.embed.dtype, device=self.embed.device).masked_fill_(~mask, -torch.inf)
+        return bias[:, :, None].expand(b, self.kv_heads, group, t, end).reshape(b * self.kv_heads, group * t, end)
+
+    def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention of `[batch, heads, new, head_dim]` queries over `[batch, kv_heads, end, head_dim]` keys and
+        values as two batched matmuls, a query group sharing its key/value head; `[batch * kv_heads, group * new,
+        head_dim]` out. On the CPU this runs a decode step's attention (one query a row) ~2.5x faster than
+        `scaled_dot_product_attention`, whose flash kernel is built for long query blocks (README, Speed)."""
+        b, d = q.shape[0], q.shape[-1]
+        q = q.reshape(b * self.kv_heads, -1, d)  # a kv head's group of query heads, their positions one after another
+        k, v = keys.flatten(0, 1), values.flatten(0, 1)
+        scores = torch.bmm(q, k.transpose(1, 2)).mul_(d**-0.5).add_(bias)
+        return torch.bmm(torch.softmax(scores, dim=-1), v)
+
     def prefill(self, sequences: list[tuple[int, ...]], prefixes: PrefixCache, pad_id: int, length: int) -> Prefill:
-        """Run distinct token sequences, left-padded, into a new cache of `length` slots, computing only from the
-        first slot that some row's longest cached prefix in `prefixes` does not already hold."""
+        """Run distinct token sequences, left-padded, into a new cache of `length` slots, computing only what their
+        longest cached prefixes in `prefixes` do not hold: rows mostly cached and rows mostly not run as two groups
+        (`row_groups`), each from the first slot one of its rows must compute."""
         width = max(map(len, sequences))
         lefts = [width - len(seq) for seq in sequences]
         hashes = [prefix_hashes(seq) for seq in sequences]
         hits = [prefixes.longest(seq, h, len(seq) - 1) for seq, h in zip(sequences, hashes, strict=True)]
-        start = min(left + hit[0] for left, hit in zip(lefts, hits, strict=True))  # first slot a row must compute
+        first = [left + hit[0] for left, hit in zip(lefts, hits, strict=True)]  # first slot each row must compute
         ids = torch.full((len(sequences), width), pad_id)
         valid = torch.zeros((len(sequences), width), dtype=torch.bool)
         for row, seq in enumerate(sequences):
@@ -138,11 +159,35 @@ class LlamaDecoder:
         causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
         mask = (causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=dev)))[:, None]
         cache = self.new_cache(len(sequences), length)
-        if start:
-            cache[0][:, :, :, :start], cache[1][:, :, :, :start] = 0, 0  # padding is read (masked): no NaN garbage
-            for row, (cached, keys, values) in enumerate(hits):
-                if cached:
-                    cache[0][:, row, :, lefts[row] : lefts[row] + cached] = keys
-                    cache[1][:, row, :, lefts[row] : lefts[row] + cached] = values
-        logits = self.forward(ids[:, start:], positions[:, start:], cache, start, mask[:, :, start:])
-        return Prefill(logits, cache, valid, positions, lefts, hashes, start)
+        for row, (cached, keys, values) in enumerate(hits):
+            if cached:
+                cache[0][:, row, :, lefts[row] : lefts[row] + cached] = keys
+                cache[1][:, row, :, lefts[row] : lefts[row] + cached] = values
+        groups = row_groups(first, width)
+        logits = torch.empty(len(sequences), self.head.shape[0], dtype=self.embed.dtype, device=dev)
+        for rows, start in groups:
+            whole = len(rows) == len(sequences)
+            index = slice(None) if whole else torch.tensor(rows, device=dev)
+            part = cache if whole else (cache[0][:, index, :, :, :width], cache[1][:, index, :, :, :width])
+            logits[index] = self.forward(
+                ids[index, start:], positions[index, start:], part, start, mask[index, :, start:]
+            )
+            if not whole:  # the group ran on a copy of its rows' cache
+                cache[0][:, index, :, :, :width], cache[1][:, index, :, :, :width] = part
+        computed = sum(len(rows) * (width - start) for rows, start in groups)
+        return Prefill(logits, cache, valid, positions, lefts, hashes, computed)
+
+
+def row_groups(first: list[int], width: int) -> list[tuple[list[int], int]]:
+    """Rows split into at most two groups `(rows, first slot the group computes)`, the split (rows ordered by the
+    first slot each must compute) that computes the fewest tokens in all; one group unless that saves a third."""
+    order = sorted(range(len(first)), key=first.__getitem__, reverse=True)
+    slots = [first[row] for row in order]
+    alone = len(slots) * (width - slots[-1])
+    cost, cut = min(
+        ((k * (width - slots[k - 1]) + (len(slots) - k) * (width - slots[-1]), k) for k in range(1, len(slots))),
+        default=(alone, 0),
+    )
+    if cost > alone * 2 / 3:
+        return [(list(range(len(first))), slots[-1])]
+    return [(sorted(order[:cut]), slots[cut - 1]), (sorted(order[cut:]), slots[-1])]

@@ -109,7 +109,7 @@ class TinyPolicy:
         rows = torch.tensor(prompt_of, device=dev)
         keys, values = cache if len(rows) == len(encoded) else (cache[0][:, rows], cache[1][:, rows])
         logits, next_pos = logits[rows], positions[rows, -1] + 1
-        key_mask = torch.cat([valid[rows], torch.ones(len(rows), length - width, dtype=torch.bool, device=dev)], dim=1)
+        key_mask = torch.cat([valid[rows], torch.zeros(len(rows), length - width, dtype=torch.bool, device=dev)], dim=1)
         steps = length - width
         generated = torch.full((len(rows), steps), -1, device=dev)  # by sample, filled as rows are dropped
         logprob = torch.zeros(len(rows), device=dev)
@@ -149,7 +149,8 @@ class TinyPolicy:
                 next_pos, row_tokens, row_logprob = next_pos[keep], row_tokens[keep], row_logprob[keep]
                 keys, values, key_mask = keys[:, keep], values[:, keep], key_mask[keep]
                 uniform = uniform[keep] if uniform is not None else None
-            mask = key_mask[:, None, None, : width + t + 1]
+            key_mask[:, width + t] = True  # the slot this step's token is written to
+            mask = key_mask[:, None, None]  # every slot, the unwritten ones masked: the cache is attended whole
             logits = self.decoder.forward(token[:, None], next_pos[:, None], (keys, values), width + t, mask)
             next_pos = next_pos + 1
         generated[sample_of_row] = row_tokens

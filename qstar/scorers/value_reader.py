@@ -67,7 +67,7 @@ class CachedValueReader:
             width = max(map(len, batch))
             run = self.decoder.prefill(batch, self.prefixes, self.pad_id, width)
             self.asked += sum(map(len, batch))
-            self.computed += len(batch) * (width - run.start)
+            self.computed += run.computed
             probs = torch.softmax(run.logits.float(), dim=-1)[:, self.positive].tolist()
             reading.update(zip(batch, probs, strict=True))
             for row, seq in enumerate(batch):
