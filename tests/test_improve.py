@@ -148,6 +148,13 @@ def test_a_run_saved_before_a_setting_existed_resumes_at_its_default_and_no_othe
         Improve(small_config(sft_per_problem=1), tmp_path, resume=True)
 
 
+def test_a_resume_may_run_a_run_on_for_more_iterations(tmp_path):
+    """--iterations is the one setting a resume may change: the saved settings take the new count."""
+    Improve(small_config(iterations=2), tmp_path).lock.close()
+    Improve(small_config(iterations=5), tmp_path, resume=True).lock.close()
+    assert json.loads((tmp_path / "config.json").read_text())["iterations"] == 5
+
+
 def test_the_shipped_checkpoints_solve_test_games():
     from qstar.scorers.value import ValueScorer
 

@@ -110,9 +110,14 @@ class Improve:
             before = json.loads(saved.read_text())
             if before.get("task") != cfg.task:
                 raise QstarError(f"{self.dir} holds a run of the {before.get('task')} task, not {cfg.task}")
-            if asdict(from_dict(ImproveConfig, before)) != asdict(cfg):  # a setting added since: its default
-                raise QstarError(f"{saved} differs from this command's settings: resume with the same settings")
-            return
+            saved_cfg = asdict(from_dict(ImproveConfig, before))  # a setting added since: its default
+            if {**saved_cfg, "iterations": cfg.iterations} != asdict(cfg):  # more (or fewer) iterations extend it
+                raise QstarError(
+                    f"{saved} differs from this command's settings: resume with the same settings"
+                    " (only --iterations may change)"
+                )
+            if saved_cfg["iterations"] == cfg.iterations:
+                return
         try:
             atomic_write(saved, json.dumps(asdict(cfg), indent=1).encode())
         except OSError as e:

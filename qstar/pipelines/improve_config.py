@@ -20,7 +20,7 @@ class ImproveConfig:
     evaluation split."""
 
     task: str = option("game24", "the task (its train split makes the data, its evaluation split measures)")
-    iterations: int = option(2, "search-train-evaluate rounds")
+    iterations: int = option(2, "search-train-evaluate rounds (a --resume may raise it to run on)")
     policy: str = option(
         "tiny-rules",
         "the starting policy: tiny-rules (rules only), tiny (shipped), a model folder or .gguf file, or the URL of "
