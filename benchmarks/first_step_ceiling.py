@@ -1,0 +1,156 @@
+"""How far can training on the right first steps take the policy's greedy first step? A diagnostic of issue #12's
+greedy target: each arm fine-tunes the policy on exact first-step labels of Game-of-24 puzzles (the exhaustive
+solver decides which first steps keep a puzzle solvable: statistics only, never the data of a shipped model) and
+measures greedy on the 100 test games and on 200 train puzzles it trained on. Beside it, the value model's pick
+among every legal first step, the same question asked of a discriminative model of the same size.
+
+    python benchmarks/first_step_ceiling.py                          # the shipped models, the default arms (~16 min)
+    python benchmarks/first_step_ceiling.py --policy runs/x/policy --arms sft-all
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from qstar.checkpoints import resolve
+from qstar.models import load_causal_lm, load_tokenizer
+from qstar.policy.tiny import TinyPolicy
+from qstar.scorers.value import ValueScorer
+from qstar.search import get_search, run_search
+from qstar.tasks import get_task
+from qstar.tasks.countdown.problems import make_problem
+from qstar.tasks.countdown.rules import legal_moves, move_step
+from qstar.tasks.countdown.solver import is_solvable
+from qstar.train.config import DPOConfig, SFTConfig
+from qstar.train.dpo import train_dpo
+from qstar.train.sft import train_sft
+
+TASK = get_task("game24")
+
+# name: (puzzles, records, epochs, help)
+ARMS = {
+    "sft-all": ("train", "all", 3.0, "SFT on every solvable first step of the 1,262 train puzzles, 3 epochs"),
+    "sft-all-8": ("train", "all", 8.0, "the same, 8 epochs"),
+    "sft-one": ("train", "one", 3.0, "SFT on one solvable first step a train puzzle (the first legal one), 3 epochs"),
+    "sft-wide": ("wide", "all", 1.0, "SFT on every solvable first step of 12,000 target-24 puzzles of 1-25, 1 epoch"),
+    "sft-wide-3": ("wide", "all", 3.0, "the same, 3 epochs (~9 min on 2 cores; not run by default)"),
+    "dpo": ("train", "pairs", 2.0, "step-DPO + NLL (sft_weight 1): 4 solvable first steps, each vs a dead one"),
+}
+
+
+def first_steps(problem) -> dict[str, bool]:
+    """Every legal first step's text and whether the numbers it leaves can still make the target."""
+    numbers, target = problem.meta["numbers"], problem.meta["target"]
+    out = {}
+    for move in legal_moves(numbers):
+        step, left = move_step(numbers, move)
+        out[step] = is_solvable(left, target)
+    return out
+
+
+def puzzles(kind: str, test: list) -> list:
+    """The train split, or (`wide`) 12,000 seeded target-24 puzzles of numbers 1-25 that are no test game."""
+    if kind == "train":
+        return TASK.problems("train")
+    held = {tuple(sorted(p.meta["numbers"])) for p in test}
+    sets = [s for s in itertools.combinations_with_replacement(range(1, 26), 4) if s not in held]
+    random.Random(0).shuffle(sets)
+    return [make_problem(f"wide-{i}", list(s), 24) for i, s in enumerate(sets[:12000])]
+
+
+def records(problems: list, kind: str) -> list[dict]:
+    """SFT records (every, or the first, solvable first step) or DPO pairs (up to 4 solvable against a dead one)."""
+    rows = []
+    for problem in problems:
+        steps = first_steps(problem)
+        good, dead = [s for s, ok in steps.items() if ok], [s for s, ok in steps.items() if not ok]
+        prompt, sep = TASK.render(problem, []), TASK.separator
+        if kind == "pairs":
+            rng = random.Random(problem.id)
+            pick = [g for g in good[:4] if dead]
+            rows += [{"prompt": prompt, "chosen": g + sep, "rejected": rng.choice(dead) + sep} for g in pick]
+        else:
+            rows += [{"prompt": prompt, "completion": g + sep} for g in (good[:1] if kind == "one" else good)]
+    return rows
+
+
+def greedy(policy: TinyPolicy, problems: list) -> tuple[float, float]:
+    """Greedy's accuracy and the share of its first steps that keep the puzzle solvable."""
+    trees = run_search(get_search("greedy"), problems, TASK, policy)
+    alive = 0
+    for tree in trees:
+        path = tree.best_path()
+        left = TASK.left_after(tree.problem, [path[0].text]) if path else None
+        alive += left is not None and is_solvable(left, 24)
+    return sum(t.solved for t in trees) / len(trees), alive / len(trees)
+
+
+def value_pick(path: str, problems: list) -> float:
+    """The share of problems where the value model's best-scored legal first step keeps the puzzle solvable."""
+    value = ValueScorer(TASK, path=path, ground_truth=False)
+    hits = 0
+    for problem in problems:
+        steps = first_steps(problem)
+        texts = list(steps)
+        scores = value.values([problem] * len(texts), [[t] for t in texts])
+        hits += steps[texts[max(range(len(texts)), key=scores.__getitem__)]]
+    return hits / len(problems)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="tiny", help="the policy every arm starts from (default: the shipped one)")
+    parser.add_argument("--value", default="tiny-value", help="the value model (default: the shipped one)")
+    parser.add_argument(
+        "--arms",
+        default=",".join(a for a in ARMS if a != "sft-wide-3"),
+        help="; ".join(f"{k}: {v[3]}" for k, v in ARMS.items()) + " (comma-separated)",
+    )
+    args = parser.parse_args()
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    test, train200 = TASK.problems("test"), TASK.problems("train")[:200]
+    start = resolve(args.policy)
+    table = Table(title=f"greedy's first step after training on exact first-step labels (from {args.policy})")
+    cols = ("arm", "records", "seconds", "test: greedy", "first step solvable", "vs start", "train 200: first step")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "arm" else "right")
+
+    def row(name: str, policy: TinyPolicy, count: str, seconds: str, base: float | None) -> float:
+        solved, alive = greedy(policy, test)
+        table.add_row(
+            name, count, seconds, f"{solved:.0%}", f"{alive:.0%}",
+            f"{alive / base:.2f}x" if base else "1.00x", f"{greedy(policy, train200)[1]:.1%}",
+        )  # fmt: skip
+        return alive
+
+    base = row("start", TinyPolicy.from_pretrained(start), "-", "-", None)
+    for arm in arms:
+        kind, form, epochs, _ = ARMS[arm]
+        torch.manual_seed(0)
+        model, tokenizer = load_causal_lm(start), load_tokenizer(start)
+        data = records(puzzles(kind, test), form)
+        began = time.time()
+        if form == "pairs":
+            cfg = DPOConfig(epochs=epochs, lr=1e-4, batch_size=64, beta=0.1, sft_weight=1.0)
+            trained = train_dpo(model, tokenizer, data, cfg, quiet=True)
+        else:
+            trained = train_sft(model, tokenizer, data, SFTConfig(epochs=epochs, lr=5e-4, batch_size=64), quiet=True)
+        row(arm, TinyPolicy(trained.model, tokenizer), f"{len(data):,}", f"{time.time() - began:.0f}", base)
+    Console(width=160).print(table)
+    picks = value_pick(str(resolve(args.value)), test), value_pick(str(resolve(args.value)), train200)
+    print(f"{args.value}'s pick among every legal first step: solvable on {picks[0]:.0%} of the test games, "
+          f"{picks[1]:.1%} of the 200 train puzzles")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
