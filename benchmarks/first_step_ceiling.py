@@ -1,10 +1,11 @@
 """How far can training on the right first steps take the policy's greedy first step? A diagnostic of issue #12's
 greedy target: each arm fine-tunes the policy on exact first-step labels of Game-of-24 puzzles (the exhaustive
 solver decides which first steps keep a puzzle solvable: statistics only, never the data of a shipped model) and
-measures greedy on the 100 test games and on 200 train puzzles it trained on. Beside it, the value model's pick
-among every legal first step, the same question asked of a discriminative model of the same size.
+measures greedy on the 100 test games (ranks 901-1,000 by difficulty) and on train puzzles of their difficulty
+(ranks 801-900 and 1,001-1,100): the odd ranks left out of every arm's records, the even ones in them. Beside it,
+the value model's pick among every legal first step, the same question asked of a discriminative model.
 
-    python benchmarks/first_step_ceiling.py                          # the shipped models, the default arms (~16 min)
+    python benchmarks/first_step_ceiling.py                          # the shipped models, every arm (~17 min)
     python benchmarks/first_step_ceiling.py --policy runs/x/policy --arms sft-all
 """
 
@@ -36,11 +37,10 @@ TASK = get_task("game24")
 
 # name: (puzzles, records, epochs, help)
 ARMS = {
-    "sft-all": ("train", "all", 3.0, "SFT on every solvable first step of the 1,262 train puzzles, 3 epochs"),
+    "sft-all": ("train", "all", 3.0, "SFT on every solvable first step of the train puzzles but unseen ones, 3 epochs"),
     "sft-all-8": ("train", "all", 8.0, "the same, 8 epochs"),
     "sft-one": ("train", "one", 3.0, "SFT on one solvable first step a train puzzle (the first legal one), 3 epochs"),
     "sft-wide": ("wide", "all", 1.0, "SFT on every solvable first step of 12,000 target-24 puzzles of 1-25, 1 epoch"),
-    "sft-wide-3": ("wide", "all", 3.0, "the same, 3 epochs (~9 min on 2 cores; not run by default)"),
     "dpo": ("train", "pairs", 2.0, "step-DPO + NLL (sft_weight 1): 4 solvable first steps, each vs a dead one"),
 }
 
@@ -55,11 +55,17 @@ def first_steps(problem) -> dict[str, bool]:
     return out
 
 
-def puzzles(kind: str, test: list) -> list:
-    """The train split, or (`wide`) 12,000 seeded target-24 puzzles of numbers 1-25 that are no test game."""
+def near_test(problems: list) -> tuple[list, list]:
+    """Train puzzles of the test games' difficulty (ranks 801-900, 1,001-1,100): odd ranks (held out), even ones."""
+    near = [p for p in problems if 800 < p.meta["rank"] <= 1100]
+    return [p for p in near if p.meta["rank"] % 2], [p for p in near if not p.meta["rank"] % 2]
+
+
+def puzzles(kind: str, test: list, unseen: list) -> list:
+    """The train split, or (`wide`) 12,000 seeded target-24 puzzles of numbers 1-25; never a test or unseen one."""
+    held = {tuple(sorted(p.meta["numbers"])) for p in test + unseen}
     if kind == "train":
-        return TASK.problems("train")
-    held = {tuple(sorted(p.meta["numbers"])) for p in test}
+        return [p for p in TASK.problems("train") if tuple(sorted(p.meta["numbers"])) not in held]
     sets = [s for s in itertools.combinations_with_replacement(range(1, 26), 4) if s not in held]
     random.Random(0).shuffle(sets)
     return [make_problem(f"wide-{i}", list(s), 24) for i, s in enumerate(sets[:12000])]
@@ -110,7 +116,7 @@ def main() -> None:
     parser.add_argument("--value", default="tiny-value", help="the value model (default: the shipped one)")
     parser.add_argument(
         "--arms",
-        default=",".join(a for a in ARMS if a != "sft-wide-3"),
+        default=",".join(ARMS),
         help="; ".join(f"{k}: {v[3]}" for k, v in ARMS.items()) + " (comma-separated)",
     )
     args = parser.parse_args()
@@ -118,10 +124,11 @@ def main() -> None:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
-    test, train200 = TASK.problems("test"), TASK.problems("train")[:200]
+    test = TASK.problems("test")
+    unseen, seen = near_test(TASK.problems("train"))
     start = resolve(args.policy)
     table = Table(title=f"greedy's first step after training on exact first-step labels (from {args.policy})")
-    cols = ("arm", "records", "seconds", "test: greedy", "first step solvable", "vs start", "train 200: first step")
+    cols = ("arm", "records", "seconds", "test: greedy", "first step", "vs start", "unseen: first step", "seen")
     for col in cols:
         table.add_column(col, justify="left" if col == "arm" else "right")
 
@@ -129,7 +136,8 @@ def main() -> None:
         solved, alive = greedy(policy, test)
         table.add_row(
             name, count, seconds, f"{solved:.0%}", f"{alive:.0%}",
-            f"{alive / base:.2f}x" if base else "1.00x", f"{greedy(policy, train200)[1]:.1%}",
+            f"{alive / base:.2f}x" if base else "1.00x",
+            f"{greedy(policy, unseen)[1]:.0%}", f"{greedy(policy, seen)[1]:.0%}",
         )  # fmt: skip
         return alive
 
@@ -138,7 +146,7 @@ def main() -> None:
         kind, form, epochs, _ = ARMS[arm]
         torch.manual_seed(0)
         model, tokenizer = load_causal_lm(start), load_tokenizer(start)
-        data = records(puzzles(kind, test), form)
+        data = records(puzzles(kind, test, unseen), form)
         began = time.time()
         if form == "pairs":
             cfg = DPOConfig(epochs=epochs, lr=1e-4, batch_size=64, beta=0.1, sft_weight=1.0)
@@ -147,9 +155,9 @@ def main() -> None:
             trained = train_sft(model, tokenizer, data, SFTConfig(epochs=epochs, lr=5e-4, batch_size=64), quiet=True)
         row(arm, TinyPolicy(trained.model, tokenizer), f"{len(data):,}", f"{time.time() - began:.0f}", base)
     Console(width=160).print(table)
-    picks = value_pick(str(resolve(args.value)), test), value_pick(str(resolve(args.value)), train200)
-    print(f"{args.value}'s pick among every legal first step: solvable on {picks[0]:.0%} of the test games, "
-          f"{picks[1]:.1%} of the 200 train puzzles")  # fmt: skip
+    picks = [value_pick(str(resolve(args.value)), problems) for problems in (test, unseen, seen)]
+    print(f"{args.value}'s pick among every legal first step keeps the puzzle solvable: test {picks[0]:.0%}, "
+          f"unseen {picks[1]:.0%}, seen {picks[2]:.0%}")  # fmt: skip
 
 
 if __name__ == "__main__":
