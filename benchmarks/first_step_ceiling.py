@@ -41,7 +41,7 @@ ARMS = {
     "sft-all-8": ("train", "all", 8.0, "the same, 8 epochs"),
     "sft-one": ("train", "one", 3.0, "SFT on one solvable first step a train puzzle (the first legal one), 3 epochs"),
     "sft-wide": ("wide", "all", 1.0, "SFT on every solvable first step of 12,000 target-24 puzzles of 1-25, 1 epoch"),
-    "dpo": ("train", "pairs", 2.0, "step-DPO + NLL (sft_weight 1): 4 solvable first steps, each vs a dead one"),
+    "dpo": ("train", "pairs", 2.0, "step-DPO + NLL (sft_weight 1): up to 4 solvable first steps, each vs a dead one"),
 }
 
 
