@@ -5,7 +5,7 @@ measures greedy on the 100 test games (ranks 901-1,000 by difficulty) and on tra
 (ranks 801-900 and 1,001-1,100): the odd ranks left out of every arm's records, the even ones in them. Beside it,
 the value model's pick among every legal first step, the same question asked of a discriminative model.
 
-    python benchmarks/first_step_ceiling.py                          # the shipped models, every arm (~17 min)
+    python benchmarks/first_step_ceiling.py                          # the shipped models, every arm (~18 min)
     python benchmarks/first_step_ceiling.py --policy runs/x/policy --arms sft-all
 """
 
