@@ -17,6 +17,7 @@ import random
 import time
 
 import torch
+from first_steps import solvable  # the sibling benchmark (this folder is on sys.path when run as a script)
 from rich.console import Console
 from rich.table import Table
 
@@ -90,23 +91,19 @@ def records(problems: list, kind: str) -> list[dict]:
 def greedy(policy: TinyPolicy, problems: list) -> tuple[float, float]:
     """Greedy's accuracy and the share of its first steps that keep the puzzle solvable."""
     trees = run_search(get_search("greedy"), problems, TASK, policy)
-    alive = 0
-    for tree in trees:
-        path = tree.best_path()
-        left = TASK.left_after(tree.problem, [path[0].text]) if path else None
-        alive += left is not None and is_solvable(left, 24)
+    alive = sum(bool(path) and solvable(TASK, t.problem, path[0]) for t in trees for path in [t.best_path()])
     return sum(t.solved for t in trees) / len(trees), alive / len(trees)
 
 
 def value_pick(path: str, problems: list) -> float:
     """The share of problems where the value model's best-scored legal first step keeps the puzzle solvable."""
-    value = ValueScorer(TASK, path=path, ground_truth=False)
+    labelled = [first_steps(problem) for problem in problems]
+    flat = [(problem, text) for problem, steps in zip(problems, labelled, strict=True) for text in steps]
+    scores = iter(ValueScorer(TASK, path=path, ground_truth=False).values([p for p, _ in flat], [[t] for _, t in flat]))
     hits = 0
-    for problem in problems:
-        steps = first_steps(problem)
-        texts = list(steps)
-        scores = value.values([problem] * len(texts), [[t] for t in texts])
-        hits += steps[texts[max(range(len(texts)), key=scores.__getitem__)]]
+    for steps in labelled:
+        mine = {text: next(scores) for text in steps}
+        hits += steps[max(mine, key=mine.__getitem__)]
     return hits / len(problems)
 
 

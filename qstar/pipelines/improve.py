@@ -111,7 +111,7 @@ class Improve:
             if before.get("task") != cfg.task:
                 raise QstarError(f"{self.dir} holds a run of the {before.get('task')} task, not {cfg.task}")
             saved_cfg = asdict(from_dict(ImproveConfig, before))  # a setting added since: its default
-            if {**saved_cfg, "iterations": cfg.iterations} != asdict(cfg):  # more (or fewer) iterations extend it
+            if {**saved_cfg, "iterations": cfg.iterations} != asdict(cfg):  # only the iteration count may differ
                 raise QstarError(
                     f"{saved} differs from this command's settings: resume with the same settings"
                     " (only --iterations may change)"
