@@ -10,7 +10,7 @@ from qstar.errors import BackendError
 from qstar.policy import load_policy
 from qstar.policy.decoding import LlamaDecoder, row_groups
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
-from qstar.policy.tiny import TinyPolicy
+from qstar.policy.tiny import TinyPolicy, new_tiny_model
 from qstar.policy.tokenizer import CHARS, char_tokenizer
 
 TOKENIZER = char_tokenizer()
@@ -69,10 +69,12 @@ def test_row_groups_split_mostly_cached_rows_from_the_rest():
     assert row_groups([5], width=10) == [([0], 5)]
 
 
-def test_prefill_of_cached_and_uncached_rows_computes_the_new_tokens_and_gives_hf_logits(random_model):
+@pytest.mark.parametrize("head_dim", [32, 128])  # 128: wider than the batch, so a row group's cache copy spans
+def test_prefill_of_cached_and_uncached_rows_computes_the_new_tokens_and_gives_hf_logits(random_model, head_dim):
     """A batch mixing rows whose prefix is cached (all but their last two tokens) with one that is not: the cached
     rows compute two tokens each, the other its whole prompt, and every row's logits equal the HF model's."""
-    model, tokenizer = random_model
+    torch.manual_seed(0)
+    model, tokenizer = random_model if head_dim == 32 else new_tiny_model(hidden=128, layers=2, heads=1, mlp=128)
     policy = TinyPolicy(model, tokenizer)
     cache, pad = PrefixCache(64 << 20), tokenizer.pad_token_id
     cached = [tuple(policy.prepare(p + "5 + 5 = 10 (left: 10)\n")[0]) for p in PREFIXES]

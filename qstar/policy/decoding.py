@@ -167,12 +167,12 @@ class LlamaDecoder:
         for rows, start in groups:
             whole = len(rows) == len(sequences)
             index = slice(None) if whole else torch.tensor(rows, device=dev)
-            part = cache if whole else (cache[0][:, index, :, :, :width], cache[1][:, index, :, :, :width])
+            part = cache if whole else (cache[0][:, index, :, :width], cache[1][:, index, :, :width])
             logits[index] = self.forward(
                 ids[index, start:], positions[index, start:], part, start, mask[index, :, start:]
             )
             if not whole:  # the group ran on a copy of its rows' cache
-                cache[0][:, index, :, :, :width], cache[1][:, index, :, :, :width] = part
+                cache[0][:, index, :, :width], cache[1][:, index, :, :width] = part
         computed = sum(len(rows) * (width - start) for rows, start in groups)
         return Prefill(logits, cache, valid, positions, lefts, hashes, computed)
 
