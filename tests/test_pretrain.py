@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from qstar.errors import QstarError
 from qstar.pipelines.pretrain import legal_step_rate, pretrain
 from qstar.pipelines.pretrain_config import PretrainConfig
 from qstar.policy.tiny import TinyPolicy, new_tiny_model
@@ -41,3 +43,8 @@ def test_shipped_rules_checkpoint_plays_mostly_legal_steps(shipped_policy: TinyP
     task = get_task("game24")
     problems = task.problems("test")[:40]
     assert legal_step_rate(shipped_policy, problems, task) > 0.5
+
+
+def test_an_unknown_device_is_refused_before_anything_trains():
+    with pytest.raises(QstarError, match="device must be auto, cpu, cuda or cuda:N, not 'tpu'"):
+        PretrainConfig(device="tpu")

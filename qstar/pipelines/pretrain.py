@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from qstar.models import encode, pad
+from qstar.models import best_device, encode, pad
 from qstar.pipelines.evaluate import summarize
 from qstar.pipelines.pretrain_config import PretrainConfig
 from qstar.policy.tiny import TinyPolicy, new_tiny_model
@@ -56,14 +56,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Train from scratch, save to `cfg.output_dir` (HF format) and return the final metrics."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    model, tokenizer = new_tiny_model(cfg.hidden, cfg.layers, cfg.heads, cfg.mlp)
+    model, tokenizer = new_tiny_model(cfg.hidden, cfg.layers, cfg.heads, cfg.mlp)  # initialised on the CPU, seeded
+    model.to(best_device() if cfg.device == "auto" else cfg.device)
     task = Countdown()
     eval_rng = random.Random(f"eval-{cfg.seed}")
     eval_problems = [sample_game(eval_rng, cfg)[0] for _ in range(cfg.eval_problems)]
     console = Console(stderr=True)
 
     def loss_fn(batch) -> torch.Tensor:
-        ids, attention, labels = batch
+        ids, attention, labels = (t.to(model.device) for t in batch)
         return model(input_ids=ids, attention_mask=attention, labels=labels).loss
 
     def evaluate_now(step: int) -> dict:

@@ -28,11 +28,16 @@ class PretrainConfig:
     eval_every: int = option(500, "measure the legal-step rate every this many steps")
     eval_problems: int = option(200, "held-out random games of that measurement")
     seed: int = option(0, "seed of the initial weights and of the games")
+    device: str = option("auto", "where to train: auto (CUDA when visible, else the CPU), cpu, cuda or cuda:N")
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, f"steps must be at least 1, not {self.steps}")
         check(self.eval_every >= 1, f"eval_every must be at least 1, not {self.eval_every}")
         check(0 <= self.game24_share <= 1, f"game24_share must be between 0 and 1, not {self.game24_share}")
+        check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}",
+        )
 
     def optimiser(self) -> TrainConfig:
         """The shared loop's settings for this run (AdamW with beta2 0.98)."""
