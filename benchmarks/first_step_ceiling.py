@@ -5,7 +5,7 @@ measures greedy on the 100 test games (ranks 901-1,000 by difficulty) and on tra
 (ranks 801-900 and 1,001-1,100): the odd ranks left out of every arm's records, the even ones in them. Beside it,
 the value model's pick among every legal first step, the same question asked of a discriminative model.
 
-    python benchmarks/first_step_ceiling.py                          # the shipped models, every arm (~18 min)
+    python benchmarks/first_step_ceiling.py                          # the shipped models, every arm (~28 min)
     python benchmarks/first_step_ceiling.py --policy runs/x/policy --arms sft-all
 """
 
@@ -42,6 +42,7 @@ ARMS = {
     "sft-all-8": ("train", "all", 8.0, "the same, 8 epochs"),
     "sft-one": ("train", "one", 3.0, "SFT on one solvable first step a train puzzle (the first legal one), 3 epochs"),
     "sft-wide": ("wide", "all", 1.0, "SFT on every solvable first step of 12,000 target-24 puzzles of 1-25, 1 epoch"),
+    "sft-wide-3": ("wide", "all", 3.0, "the same, 3 epochs"),
     "dpo": ("train", "pairs", 2.0, "step-DPO + NLL (sft_weight 1): up to 4 solvable first steps, each vs a dead one"),
 }
 
