@@ -96,11 +96,11 @@ def greedy(policy: TinyPolicy, problems: list) -> tuple[float, float]:
     return sum(t.solved for t in trees) / len(trees), alive / len(trees)
 
 
-def value_pick(path: str, problems: list) -> float:
+def value_pick(path: str, problems: list, task=TASK) -> float:
     """The share of problems where the value model's best-scored legal first step keeps the puzzle solvable."""
     labelled = [first_steps(problem) for problem in problems]
     flat = [(problem, text) for problem, steps in zip(problems, labelled, strict=True) for text in steps]
-    scores = iter(ValueScorer(TASK, path=path, ground_truth=False).values([p for p, _ in flat], [[t] for _, t in flat]))
+    scores = iter(ValueScorer(task, path=path, ground_truth=False).values([p for p, _ in flat], [[t] for _, t in flat]))
     hits = 0
     for steps in labelled:
         mine = {text: next(scores) for text in steps}

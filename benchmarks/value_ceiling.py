@@ -1,0 +1,105 @@
+"""Can the tiny value model rank countdown first steps for targets it never trained on, when its labels are exact?
+A diagnostic of issue #12's countdown target: the countdown recipe's value model picks a solvable first step on
+28% of `val_target` (README), and its labels are noisy (a first step is 1 only where the data search verified a
+solution below it). Here the exhaustive solver labels every legal first step of countdown train problems solvable
+or dead (statistics only, never the data of a shipped model); each arm fine-tunes the shipped value model on those
+labels and measures its pick among every legal first step on `val_target` (the nine held-out targets), on `val`
+(other problems of the train targets) and on the Game-of-24 test games. Beside each: the share a random legal
+first step would keep solvable.
+
+    python benchmarks/value_ceiling.py                  # every arm (~25 min on 2 cores)
+    python benchmarks/value_ceiling.py --arms countdown --limit 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+from first_step_ceiling import first_steps, value_pick  # the sibling benchmark (this folder is on sys.path)
+from rich.console import Console
+from rich.table import Table
+
+from qstar.checkpoints import resolve
+from qstar.models import save_checkpoint, value_model_from
+from qstar.tasks import get_task
+from qstar.train.config import ValueConfig
+from qstar.train.value import train_value
+
+COUNTDOWN, GAME24 = get_task("countdown"), get_task("game24")
+
+# name: (countdown train problems, with Game of 24's train puzzles, help)
+ARMS = {
+    "countdown": (2000, False, "every legal first step of 2,000 countdown train problems, 2 epochs"),
+    "countdown+24": (2000, True, "the same and every Game-of-24 train puzzle's first steps, 2 epochs"),
+}
+
+
+def records(problems: list, task) -> list[dict]:
+    """One value record per legal first step: 1 where the numbers it leaves can still make the target, else 0."""
+    return [
+        {"prompt": task.render(problem, []), "completions": [step], "labels": [float(ok)]}
+        for problem in problems
+        for step, ok in first_steps(problem).items()
+    ]
+
+
+def random_pick(problems: list) -> float:
+    """The expected share of problems a uniformly random legal first step keeps solvable."""
+    shares = [sum(steps.values()) / len(steps) for steps in map(first_steps, problems)]
+    return sum(shares) / len(shares)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--value", default="tiny-value", help="the value model every arm starts from (default: shipped)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=300, help="problems of val_target and of val measured (default 300)"
+    )
+    parser.add_argument(
+        "--arms", default=",".join(ARMS), help="; ".join(f"{k}: {v[2]}" for k, v in ARMS.items()) + " (comma-separated)"
+    )
+    args = parser.parse_args()
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    splits = {
+        "val_target": (COUNTDOWN, COUNTDOWN.problems("val_target")[: args.limit]),
+        "val": (COUNTDOWN, COUNTDOWN.problems("val")[: args.limit]),
+        "game24 test": (GAME24, GAME24.problems("test")),
+    }
+    start = str(resolve(args.value))
+    table = Table(
+        title=f"the value model's pick among every legal first step, trained on exact labels (from {args.value})"
+    )
+    for col in ("arm", "records", "seconds", *splits):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    table.add_row("a random legal first step", "-", "-", *(f"{random_pick(p):.1%}" for _, p in splits.values()))
+
+    def row(name: str, path: str, count: str, seconds: str) -> None:
+        table.add_row(name, count, seconds, *(f"{value_pick(path, p, task):.1%}" for task, p in splits.values()))
+
+    row("start", start, "-", "-")
+    for arm in arms:
+        count, with_24, _ = ARMS[arm]
+        data = records(COUNTDOWN.problems("train")[:count], COUNTDOWN)
+        if with_24:
+            data += records(GAME24.problems("train"), GAME24)
+        torch.manual_seed(0)
+        model, tokenizer = value_model_from(start)
+        began = time.time()
+        trained = train_value(model, tokenizer, data, ValueConfig(epochs=2.0, lr=1e-3, batch_size=128), quiet=True)
+        seconds = f"{time.time() - began:.0f}"
+        with tempfile.TemporaryDirectory(prefix="qstar-value-ceiling-") as folder:
+            save_checkpoint(trained.model, tokenizer, folder)
+            row(arm, folder, f"{len(data):,}", seconds)
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()
