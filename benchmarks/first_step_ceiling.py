@@ -108,20 +108,28 @@ def value_pick(path: str, problems: list, task=TASK) -> float:
     return hits / len(problems)
 
 
+def add_arms(parser: argparse.ArgumentParser, arms: dict[str, tuple]) -> None:
+    """`--arms`: some of `arms` (name: settings ending in its help), every one by default."""
+    help = "; ".join(f"{name}: {spec[-1]}" for name, spec in arms.items())
+    parser.add_argument("--arms", default=",".join(arms), help=f"{help} (comma-separated)")
+
+
+def chosen_arms(parser: argparse.ArgumentParser, value: str, arms: dict[str, tuple]) -> list[str]:
+    """The arms `--arms` names, in its order; an unknown one is the parser's error."""
+    chosen = [a.strip() for a in value.split(",") if a.strip()]
+    unknown = [a for a in chosen if a not in arms]
+    if unknown:
+        parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(arms)}")
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="tiny", help="the policy every arm starts from (default: the shipped one)")
     parser.add_argument("--value", default="tiny-value", help="the value model (default: the shipped one)")
-    parser.add_argument(
-        "--arms",
-        default=",".join(ARMS),
-        help="; ".join(f"{k}: {v[3]}" for k, v in ARMS.items()) + " (comma-separated)",
-    )
+    add_arms(parser, ARMS)
     args = parser.parse_args()
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    arms = chosen_arms(parser, args.arms, ARMS)
     test = TASK.problems("test")
     unseen, seen = near_test(TASK.problems("train"))
     start = resolve(args.policy)

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import torch
-from first_step_ceiling import first_steps, value_pick  # the sibling benchmark (this folder is on sys.path)
+from first_step_ceiling import add_arms, chosen_arms, first_steps, value_pick  # the sibling benchmark (on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -60,14 +60,9 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, default=300, help="problems of train, val_target and val measured (default 300)"
     )
-    parser.add_argument(
-        "--arms", default=",".join(ARMS), help="; ".join(f"{k}: {v[2]}" for k, v in ARMS.items()) + " (comma-separated)"
-    )
+    add_arms(parser, ARMS)
     args = parser.parse_args()
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        parser.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    arms = chosen_arms(parser, args.arms, ARMS)
     splits = {
         "train (in the records)": (COUNTDOWN, COUNTDOWN.problems("train")[: args.limit]),
         "val_target": (COUNTDOWN, COUNTDOWN.problems("val_target")[: args.limit]),
