@@ -14,8 +14,10 @@ each: the share a random legal first step would keep solvable.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from first_step_ceiling import add_arms, chosen_arms, first_steps, value_pick  # the sibling benchmark (on sys.path)
@@ -23,17 +25,18 @@ from rich.console import Console
 from rich.table import Table
 
 from qstar.checkpoints import resolve
-from qstar.models import save_checkpoint, value_model_from
+from qstar.models import is_causal_lm, save_checkpoint, value_head_files, value_model_from
 from qstar.tasks import get_task
 from qstar.train.config import ValueConfig
 from qstar.train.value import train_value
 
 COUNTDOWN, GAME24 = get_task("countdown"), get_task("game24")
 
-# name: (countdown train problems, with Game of 24's train puzzles, help)
+# name: (countdown train problems, with Game of 24's train puzzles, epochs, help)
 ARMS = {
-    "countdown": (2000, False, "every legal first step of 2,000 countdown train problems, 2 epochs"),
-    "countdown+24": (2000, True, "the same and every Game-of-24 train puzzle's first steps, 2 epochs"),
+    "countdown": (2000, False, 2.0, "every legal first step of 2,000 countdown train problems, 2 epochs"),
+    "countdown+24": (2000, True, 2.0, "the same and every Game-of-24 train puzzle's first steps, 2 epochs"),
+    "countdown-6": (2000, False, 6.0, "every legal first step of 2,000 countdown train problems, 6 epochs"),
 }
 
 
@@ -55,7 +58,9 @@ def random_pick(problems: list) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--value", default="tiny-value", help="the value model every arm starts from (default: shipped)"
+        "--value",
+        default="tiny-value",
+        help="the value model every arm starts from (default: shipped); a policy gets a fresh value head",
     )
     parser.add_argument(
         "--limit", type=int, default=300, help="problems of train, val_target and val measured (default 300)"
@@ -80,16 +85,19 @@ def main() -> None:
     def row(name: str, path: str, count: str, seconds: str) -> None:
         table.add_row(name, count, seconds, *(f"{value_pick(path, p, task):.1%}" for task, p in splits.values()))
 
-    row("start", start, "-", "-")
+    if is_causal_lm(json.loads((Path(start) / "config.json").read_text())) and not value_head_files(start):
+        table.add_row(f"start: {args.value} is a policy, its value head fresh", "-", "-", *("-" for _ in splits))
+    else:
+        row("start", start, "-", "-")
     for arm in arms:
-        count, with_24, _ = ARMS[arm]
+        count, with_24, epochs, _ = ARMS[arm]
         data = records(COUNTDOWN.problems("train")[:count], COUNTDOWN)
         if with_24:
             data += records(GAME24.problems("train"), GAME24)
         torch.manual_seed(0)
         model, tokenizer = value_model_from(start)
         began = time.time()
-        trained = train_value(model, tokenizer, data, ValueConfig(epochs=2.0, lr=1e-3, batch_size=128), quiet=True)
+        trained = train_value(model, tokenizer, data, ValueConfig(epochs=epochs, lr=1e-3, batch_size=128), quiet=True)
         seconds = f"{time.time() - began:.0f}"
         with tempfile.TemporaryDirectory(prefix="qstar-value-ceiling-") as folder:
             save_checkpoint(trained.model, tokenizer, folder)
