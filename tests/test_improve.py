@@ -233,6 +233,16 @@ def test_the_demo_config_is_a_valid_run_with_the_search_targets():
     assert cfg.search_targets and cfg.policy == "tiny-rules" and cfg.eval_search == "dfs-wide"
 
 
+def test_the_countdown_config_is_a_valid_run_evaluated_without_pruning():
+    """configs/countdown.toml is a valid run, evaluated by `dfs-wide` with two proposals a node and no pruning."""
+    from qstar.config import from_dict, read_config_file
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "countdown.toml"
+    cfg = from_dict(ImproveConfig, read_config_file(path))
+    assert cfg.task == "countdown" and cfg.eval_search == "dfs-wide"
+    assert cfg.eval_search_args == {"k": 2, "threshold": 0.0}
+
+
 def test_shared_states_need_hard_labels():
     from qstar.errors import QstarError
 
