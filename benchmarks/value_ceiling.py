@@ -2,13 +2,15 @@
 A diagnostic of issue #12's countdown target: the countdown recipe's value model picks a solvable first step on
 28% of `val_target` (README), and its labels are noisy (a first step is 1 only where the data search verified a
 solution below it). Here the exhaustive solver labels every legal first step of countdown train problems solvable
-or dead (statistics only, never the data of a shipped model); each arm fine-tunes the shipped value model on those
-labels and measures its pick among every legal first step on train problems it trained on, on `val_target` (the
-nine held-out targets), on `val` (other problems of the train targets) and on the Game-of-24 test games. Beside
-each: the share a random legal first step would keep solvable.
+or dead (statistics only, never the data of a shipped model); each arm fine-tunes the value model (`--value`: the
+shipped one, or a policy given a fresh value head) on those labels and measures its pick among every legal first
+step on train problems it trained on, on `val_target` (the nine held-out targets), on `val` (other problems of the
+train targets) and on the Game-of-24 test games. Beside each: the share a random legal first step would keep
+solvable.
 
-    python benchmarks/value_ceiling.py                  # every arm (~23 min on 2 cores)
+    python benchmarks/value_ceiling.py                  # every arm (~46 min on 2 cores)
     python benchmarks/value_ceiling.py --arms countdown --limit 100
+    python benchmarks/value_ceiling.py --value tiny-rules --arms countdown   # a fresh head on the rules-only policy
 """
 
 from __future__ import annotations
