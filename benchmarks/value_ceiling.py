@@ -16,10 +16,8 @@ solvable.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from first_step_ceiling import add_arms, chosen_arms, first_steps, value_pick  # the sibling benchmark (on sys.path)
@@ -27,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qstar.checkpoints import resolve
-from qstar.models import is_causal_lm, save_checkpoint, value_head_files, value_model_from
+from qstar.models import is_plain_policy, save_checkpoint, value_model_from
 from qstar.tasks import get_task
 from qstar.train.config import ValueConfig
 from qstar.train.value import train_value
@@ -87,7 +85,7 @@ def main() -> None:
     def row(name: str, path: str, count: str, seconds: str) -> None:
         table.add_row(name, count, seconds, *(f"{value_pick(path, p, task):.1%}" for task, p in splits.values()))
 
-    if is_causal_lm(json.loads((Path(start) / "config.json").read_text())) and not value_head_files(start):
+    if is_plain_policy(start):
         table.add_row(f"start: {args.value} is a policy, its value head fresh", "-", "-", *("-" for _ in splits))
     else:
         row("start", start, "-", "-")

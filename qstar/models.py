@@ -135,6 +135,12 @@ def value_head_files(path: str | Path) -> dict[str, Path]:
     return {k: f for k, f in weights.items() if k.startswith(head)}
 
 
+def is_plain_policy(path: str | Path) -> bool:
+    """A causal-LM checkpoint without a value head: a policy, from which no value model can be read as it is."""
+    config = Path(path) / "config.json"
+    return config.is_file() and is_causal_lm(json.loads(config.read_text())) and not value_head_files(path)
+
+
 def with_value_head(model: PreTrainedModel, path: str | Path | None = None) -> PreTrainedModel:
     """The causal LM with a two-class value head on its last hidden state (AlphaZero's two heads on one trunk),
     loaded from `path`'s checkpoint where that holds one, else freshly initialised. `save_pretrained` then writes

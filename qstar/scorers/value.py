@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from qstar.checkpoints import resolve
@@ -34,13 +33,13 @@ class ValueScorer:
     )
 
     def __post_init__(self) -> None:
-        from qstar.models import best_device, is_causal_lm, value_head_files, value_model_from  # torch loads late
+        from qstar.models import best_device, is_plain_policy, value_model_from  # torch loads late
         from qstar.scorers.value_reader import CachedValueReader
 
         folder = resolve(self.path)
         if not (folder / "config.json").is_file():
             raise QstarError(f"no value model at {folder} (expected a folder with config.json)")
-        if is_causal_lm(json.loads((folder / "config.json").read_text())) and not value_head_files(folder):
+        if is_plain_policy(folder):
             raise QstarError(f"{folder} is a policy without a value head: give a value model, or a shared-trunk one")
         model, self.tokenizer = value_model_from(folder)
         self.model = model.to(self.device or best_device()).eval()
