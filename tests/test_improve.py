@@ -225,20 +225,25 @@ def test_a_shared_trunk_run_keeps_one_network_for_policy_and_value(tmp_path):
     assert list(json.loads((it / "timings.json").read_text()))[2:4] == ["train_policy", "train_value"]
 
 
-def test_the_demo_config_is_a_valid_run_with_the_search_targets():
-    """configs/demo.toml, what scripts/demo.sh runs, is a valid run (every name and value checked before any work)."""
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def recipe(name: str) -> ImproveConfig:
+    """configs/NAME.toml read as `qstar improve --config` reads it (every name and value checked before any work)."""
     from qstar.config import from_dict, read_config_file
 
-    cfg = from_dict(ImproveConfig, read_config_file(Path(__file__).resolve().parents[1] / "configs" / "demo.toml"))
+    return from_dict(ImproveConfig, read_config_file(CONFIGS / f"{name}.toml"))
+
+
+def test_the_demo_config_is_a_valid_run_with_the_search_targets():
+    """configs/demo.toml, what scripts/demo.sh runs, is a valid run."""
+    cfg = recipe("demo")
     assert cfg.search_targets and cfg.policy == "tiny-rules" and cfg.eval_search == "dfs-wide"
 
 
 def test_the_countdown_config_is_a_valid_run_evaluated_without_pruning():
     """configs/countdown.toml is a valid run, evaluated by `dfs-wide` with two proposals a node and no pruning."""
-    from qstar.config import from_dict, read_config_file
-
-    path = Path(__file__).resolve().parents[1] / "configs" / "countdown.toml"
-    cfg = from_dict(ImproveConfig, read_config_file(path))
+    cfg = recipe("countdown")
     assert cfg.task == "countdown" and cfg.eval_search == "dfs-wide"
     assert cfg.eval_search_args == {"k": 2, "threshold": 0.0}
 
@@ -260,7 +265,7 @@ def test_the_configs_reproduce_the_recipes_of_the_shipped_checkpoints():
     from qstar.config import from_dict, read_config_file
 
     legs = json.loads((TINY_IMPROVED / "qstar_improve.json").read_text())["legs"]
-    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("tiny-improved-*.toml"))
+    files = sorted(CONFIGS.glob("tiny-improved-*.toml"))
     assert len(files) == len(legs) == 4
     renamed = {"value_records": "max_value_records", "dpo": "step_dpo", "dpo_train": "dpo"}
     for path, leg in zip(files, legs, strict=True):
