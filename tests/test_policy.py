@@ -1,5 +1,7 @@
 """The tiny policy: tokenizer, checkpoints, the lean decoder, batched step proposals."""
 
+from collections import Counter
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -177,6 +179,43 @@ def test_a_seeded_prefix_samples_the_same_steps_in_any_batch(shipped_policy, ran
         assert [[s.text for s in row] for row in other] != [[s.text for s in row] for row in batch]
         with pytest.raises(ValueError, match="one per prefix"):
             policy.propose(PREFIXES, n=1, temperature=1.0, seeds=[1])
+
+
+def test_distinct_steps_are_different_seeded_and_the_first_is_an_ordinary_sample(shipped_policy):
+    """Without replacement (stochastic beam search) a prefix's n steps are n different ones, the same for its
+    seed in any batch, and the first of them is distributed as an ordinary sample: over 4,000 seeds the first of
+    two distinct steps and an ordinary sample have the same step frequencies, within sampling noise."""
+    prefix = PREFIXES[0]
+    (ordinary,) = shipped_policy.propose([prefix], n=32, temperature=1.0, seeds=[5])
+    (distinct,) = shipped_policy.propose([prefix], n=32, temperature=1.0, seeds=[5], distinct=True)
+    assert len({s.text for s in distinct}) == 32 > len({s.text for s in ordinary})
+    batch = shipped_policy.propose([PREFIXES[1], prefix], n=32, temperature=1.0, seeds=[9, 5], distinct=True)
+    assert [s.text for s in batch[1]] == [s.text for s in distinct]
+    assert all(s.tokens - len(s.text) in (0, 1) for s in distinct)  # one token a character, and the separator
+    count = 4000
+    rows = shipped_policy.propose([prefix] * count, n=2, temperature=1.0, seeds=list(range(count)), distinct=True)
+    firsts = Counter(row[0].text for row in rows)
+    rows = shipped_policy.propose([prefix] * count, n=1, temperature=1.0, seeds=list(range(count, 2 * count)))
+    samples = Counter(row[0].text for row in rows)
+    gap = sum(abs(firsts[t] - samples[t]) for t in firsts | samples) / 2 / count
+    assert gap < 0.035, gap  # total variation; two ordinary samples differ by ~0.015, the second distinct by ~0.05
+    with pytest.raises(ValueError, match="distinct steps exceed"):
+        shipped_policy.propose([prefix], n=200, temperature=1.0, seeds=[1], distinct=True)
+
+
+def test_truncated_gumbels_keep_the_parents_value_as_their_maximum_and_the_order_of_the_perturbed():
+    from qstar.policy.sampling import gumbels, truncated_gumbels
+
+    generator = torch.Generator().manual_seed(0)
+    children = torch.log_softmax(torch.randn(64, 10, generator=generator), dim=-1) - 3.0
+    children[:, 7] = -torch.inf  # a token of probability 0 is never drawn
+    noise = gumbels(torch.rand(64, 10, generator=generator))
+    parent = torch.randn(64, generator=generator)
+    values = truncated_gumbels(parent, children, noise)
+    assert torch.allclose(values.max(dim=1).values, parent, atol=1e-5)
+    assert torch.isneginf(values[:, 7]).all()
+    finite = [i for i in range(10) if i != 7]
+    assert torch.equal(values[:, finite].argsort(dim=1), (children + noise)[:, finite].argsort(dim=1))
 
 
 def test_the_backend_contract_greedy_repeats_and_failing_items(shipped_policy):

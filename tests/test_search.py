@@ -142,7 +142,26 @@ def test_dfs_wide_root_and_widening():
     # a budget below `root_k` first steps buys as many as it affords (here 500 // 40 = 12 of 16), not none
     (small,) = run_search(get_search("dfs-wide"), [problem], TASK, policy, scorer, budget=500)
     assert 0 < small.tokens <= 500 and 1 <= len(small.root.children) <= 12
-    assert get_search("dfs-wide").widen and get_search("dfs-wide").root_k > get_search("dfs-wide").k
+    wide = get_search("dfs-wide")
+    assert wide.widen and wide.distinct and wide.root_k > wide.k
+
+
+def test_distinct_proposals_give_the_root_k_different_children_where_the_policy_can(shipped_policy):
+    """`distinct`: the tiny policy samples a node's proposals without replacement, so 16 proposals are 16
+    children where ordinary samples repeat; a policy that cannot (no `distinct` in its `propose`) samples as
+    before and the search runs."""
+    task = get_task("game24")
+    problems = task.problems("test")[:4]
+    scorer = VerifierScorer(task)
+    children = {}
+    for distinct in (False, True):
+        search = get_search("dfs", root_k=16, threshold=0.0, max_expansions=1, distinct=distinct)
+        trees = run_search(search, problems, task, shipped_policy, scorer, seed=0)
+        children[distinct] = [len(t.root.children) for t in trees]
+    assert children[True] == [16] * 4 and max(children[False]) < 16
+    search = get_search("dfs", root_k=3, k=1, threshold=0.0, distinct=True)
+    (tree,) = run_search(search, SMALL[:1], TASK, ScriptedPolicy(seed=4), VerifierScorer(TASK), budget=3000)
+    assert len(tree.root.children) == 3 and tree.solved
 
 
 def test_astar_rejects_unknown_aggregation():

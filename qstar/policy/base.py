@@ -6,7 +6,8 @@ occurrence of a prefix gets `n` samples of its own. With `seeds` (one per prefix
 seed alone, not on what else shares the call, so a problem searched in any batch, process or worker gets the same
 steps; without, they come from the policy's own stream (`seed()`). A prefix the backend cannot serve (a prompt
 longer than the context, a request that keeps failing) fails alone: `BackendError` names it and carries the other
-prefixes' steps.
+prefixes' steps. A backend that can also sample a prefix's `n` steps without replacement (`n` different steps)
+takes `distinct`; a search asking it of one that cannot gets ordinary samples, repeats merged.
 """
 
 from __future__ import annotations
@@ -98,5 +99,10 @@ def check_seeds(prefixes: list[str], seeds: list[int] | None) -> None:
 
 def takes_seeds(method: Callable) -> bool:
     """Whether a policy's `propose` or a scorer's `score` accepts `seeds` (plug-ins written before it may not)."""
+    return takes(method, "seeds")
+
+
+def takes(method: Callable, keyword: str) -> bool:
+    """Whether `method` accepts the keyword argument `keyword`."""
     params = inspect.signature(method).parameters
-    return "seeds" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -13,7 +13,7 @@ from qstar.models import load_causal_lm, load_tokenizer
 from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.decoding import LlamaDecoder
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
-from qstar.policy.sampling import inverse_cdf, seeded_uniforms
+from qstar.policy.sampling import gumbels, inverse_cdf, seeded_uniforms, truncated_gumbels
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.types import Step
 
@@ -81,21 +81,28 @@ class TinyPolicy:
         return ids, too_long if len(ids) >= self.context else ""
 
     def propose(
-        self, prefixes: list[str], n: int = 1, temperature: float = 0.0, seeds: list[int] | None = None
+        self,
+        prefixes: list[str],
+        n: int = 1,
+        temperature: float = 0.0,
+        seeds: list[int] | None = None,
+        distinct: bool = False,
     ) -> list[list[Step]]:
-        """`n` next steps for each prefix (see `qstar.policy.base` for the contract); greedy at temperature 0.
-        Log-probs are under the untempered model."""
+        """`n` next steps for each prefix (see `qstar.policy.base` for the contract); greedy at temperature 0, `n`
+        different ones with `distinct` (sampled without replacement). Log-probs are under the untempered model."""
         seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
-        generate = lambda rows, k, row_seeds: self.generate(rows, k, temperature, row_seeds)  # noqa: E731
+        generate = lambda rows, k, row_seeds: self.generate(rows, k, temperature, row_seeds, distinct)  # noqa: E731
         return propose_batch(prefixes, n, temperature, self.prepare, generate, seeds)
 
     @torch.inference_mode()
     def generate(
-        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int] | None = None
+        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int] | None = None, distinct=False
     ) -> list[list[Step]]:
         """`n` steps after each prompt (token ids, each shorter than the context); identical prompts share one
         prefill, a prompt's longest cached prefix is not computed again, and each prompt's `n` samples draw from
         its own seed (`seeds`, one per prompt; needed above temperature 0), whatever else is in the batch."""
+        if distinct and n > 1 and temperature > 0:
+            return self.generate_distinct(prompts, n, temperature, seeds)
         slot = {p: i for i, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
         encoded = list(slot)
         width = max(map(len, encoded))
@@ -160,6 +167,83 @@ class TinyPolicy:
         sequences = [[t for t in seq if t >= 0] for seq in generated.tolist()]
         proposals = [self._step(seq, lp) for seq, lp in zip(sequences, logprob.tolist(), strict=True)]
         return [proposals[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    @torch.inference_mode()
+    def generate_distinct(
+        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int] | None
+    ) -> list[list[Step]]:
+        """`n` different steps after each prompt, sampled without replacement from the tempered model by stochastic
+        beam search (Kool et al., 2019): each prompt keeps a beam of `n` sequences ranked by Gumbel-perturbed
+        log-probabilities, every child's perturbation conditioned on its parent's, so the beam's top-`n` at the end
+        is a sample of `n` distinct steps; the first is distributed as one ordinary sample. Each prompt's Gumbels
+        come from its own seed. A search that samples a node's first steps 32 times gets ~10 distinct ones from a
+        confident policy; this gets 32, as many tokens generated."""
+        if seeds is None:
+            raise ValueError("sampling needs one seed per prompt")
+        vocab = self.decoder.head.shape[0]
+        if n > vocab:
+            raise ValueError(f"{n} distinct steps exceed the {vocab} first tokens a step can start with")
+        encoded = list(dict.fromkeys(map(tuple, prompts)))
+        slot = {p: i for i, p in enumerate(encoded)}
+        width = max(map(len, encoded))
+        length = min(width + self.max_step_tokens, self.context)
+        steps = length - width
+        run = self.decoder.prefill(encoded, self.prefixes, self.tokenizer.pad_token_id, length)
+        dev = self.device
+        beams = len(prompts) * n
+        source = torch.tensor([slot[tuple(p)] for p in prompts for _ in range(n)], device=dev)
+        keys, values = run.cache[0][:, source], run.cache[1][:, source]
+        logits, next_pos = run.logits[source], run.positions[source, -1] + 1
+        key_mask = torch.cat([run.valid[source], torch.zeros(beams, steps, dtype=torch.bool, device=dev)], dim=1)
+        noise = gumbels(seeded_uniforms(seeds, n, self.max_step_tokens * vocab, dev)[:, : steps * vocab])
+        noise = noise.view(len(prompts), n, steps, vocab)
+        perturbed = torch.full((len(prompts), n), -torch.inf, device=dev)
+        perturbed[:, 0] = 0.0  # one empty sequence a prompt to start from
+        tempered = torch.zeros(len(prompts), n, device=dev)  # log-probability under the tempered model
+        logprob = torch.zeros(beams, device=dev)  # under the model itself
+        tokens = torch.full((beams, steps), -1, device=dev)
+        running = torch.ones(beams, dtype=torch.bool, device=dev)
+        ends = torch.tensor([self.separator_id, self.tokenizer.eos_token_id], device=dev)
+        for t in range(steps):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            logq = logp if temperature == 1 else torch.log_softmax(logits.float() / temperature, dim=-1)
+            children = (tempered.view(-1, 1) + logq).masked_fill(~running[:, None], -torch.inf)
+            values_ = truncated_gumbels(perturbed.view(-1), children, noise[:, :, t].reshape(beams, vocab))
+            stay = perturbed.view(-1).masked_fill(running, -torch.inf)  # a finished step is its own only child
+            candidates = torch.cat([values_, stay[:, None]], dim=1).view(len(prompts), n * (vocab + 1))
+            best, index = candidates.topk(n, dim=1)
+            parent = (index // (vocab + 1) + torch.arange(len(prompts), device=dev)[:, None] * n).view(-1)
+            token = (index % (vocab + 1)).view(-1)
+            extends = token < vocab
+            token = token.clamp(max=vocab - 1)
+            perturbed = best
+            tempered = (tempered.view(-1)[parent] + torch.where(extends, logq[parent, token], 0.0)).view(
+                len(prompts), n
+            )
+            logprob = logprob[parent] + torch.where(extends, logp[parent, token], 0.0)
+            tokens = tokens[parent]
+            tokens[:, t] = torch.where(extends, token, -1)
+            moved = (parent != torch.arange(beams, device=dev)).nonzero().squeeze(1)
+            if t > 0 and len(moved):  # a beam that took another's place continues from its steps' keys and values
+                fresh = slice(width, width + t)  # the prompt's are the same in all of a prompt's beams
+                keys[:, moved, :, fresh] = keys[:, parent[moved], :, fresh]
+                values[:, moved, :, fresh] = values[:, parent[moved], :, fresh]
+            running = running[parent] & extends & ~torch.isin(token, ends)
+            if not running.any() or t == steps - 1:
+                break
+            key_mask[:, width + t] = True
+            mask = key_mask[:, None, None]
+            logits = self.decoder.forward(token[:, None], next_pos[:, None], (keys, values), width + t, mask)
+            next_pos = next_pos + 1
+        if self.prefixes.max_bytes > 0:
+            by_sample = [(encoded[i], run.lefts[i], run.hashes[i]) for i in source.tolist()]
+            self.remember(keys, values, range(beams), list(range(beams)), tokens, by_sample)
+        order = perturbed.argsort(dim=1, descending=True)  # the beam's sample order: its first is an ordinary sample
+        sequences, logprobs = tokens.tolist(), logprob.tolist()
+        return [
+            [self._step([x for x in sequences[p * n + b] if x >= 0], logprobs[p * n + b]) for b in order[p].tolist()]
+            for p in range(len(prompts))
+        ]
 
     def remember(self, keys, values, rows, samples: list[int], tokens: torch.Tensor, by_sample: list) -> None:
         """Keep finished samples' prompt + step in the prefix cache, up to the separator (sampled, never fed): a

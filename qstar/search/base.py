@@ -24,6 +24,7 @@ class Propose:
     prefixes: list[str]
     n: int = 1
     temperature: float = 0.0
+    distinct: bool = False  # the n steps of a prefix sampled without replacement, where the policy can
 
 
 @dataclass

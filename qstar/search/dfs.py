@@ -10,7 +10,7 @@ from qstar.search.steps import best, grow
 from qstar.types import Node, Problem, Tree
 
 
-@register_search("dfs-wide", root_k=16, k=1, threshold=0.02, widen=True)
+@register_search("dfs-wide", root_k=16, k=2, threshold=0.02, widen=True, distinct=True)
 @register_search("dfs")
 @dataclass
 class DFS:
@@ -22,6 +22,9 @@ class DFS:
     threshold: float = option(0.3, "children valued below this are pruned")
     accept: float = option(1.0, "a terminal step valued at least this ends the search (above 1: explore on)")
     temperature: float = option(1.0, "sampling temperature of the proposals")
+    distinct: bool = option(
+        False, "a node's proposals sampled without replacement, k different steps (where the policy can: tiny)"
+    )
     max_expansions: int = option(64, "most nodes expanded")
     widen: bool = option(False, "once the first steps are explored, propose more of them (while new ones come)")
 
@@ -41,7 +44,7 @@ class DFS:
                     k = min(k, (ctx.budget - tree.tokens) // ctx.step_tokens)
                     if k < 1:
                         break
-            children = yield from grow(tree, ctx, [node], k, self.temperature)
+            children = yield from grow(tree, ctx, [node], k, self.temperature, self.distinct)
             if children is None:
                 break
             fresh = (c for c in children[0] if c not in seen)

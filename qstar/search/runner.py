@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qstar.errors import BackendError
-from qstar.policy.base import Policy, takes_seeds
+from qstar.policy.base import Policy, takes, takes_seeds
 from qstar.scorers.base import Scorer
 from qstar.search.base import Commit, Context, Propose, Score, Search, SearchRun
 from qstar.seeds import derive_seed
@@ -39,6 +39,7 @@ class Batcher:
     def __init__(self, task: Task, policy: Policy, scorer: Scorer | None = None, seed: int | None = None) -> None:
         self.task, self.policy, self.scorer, self.seed = task, policy, scorer, seed
         self.seeded = seed is not None and takes_seeds(policy.propose)
+        self.distinct = takes(policy.propose, "distinct")  # else a request for distinct steps gets ordinary ones
         self.scorer_seeded = seed is not None and scorer is not None and takes_seeds(scorer.score)
         self.jobs: list[Job] = []  # in the order they joined: the order of their prefixes in a call
         self.policy_calls = self.scorer_calls = 0
@@ -109,7 +110,10 @@ class Batcher:
         groups: dict[tuple, list[Job]] = {}
         for job in self.jobs:
             request = job.request
-            key = ("propose", request.n, request.temperature) if isinstance(request, Propose) else ("score",)
+            if isinstance(request, Propose):
+                key = ("propose", request.n, request.temperature, request.distinct and self.distinct)
+            else:
+                key = ("score",)
             groups.setdefault(key, []).append(job)
         for key, members in groups.items():
             failed: dict[int, str] = {}
@@ -129,13 +133,13 @@ class Batcher:
                     self.advance(job, replies[offset : offset + count])
                 offset += count
 
-    def propose(self, members: list[Job], n: int, temperature: float):
+    def propose(self, members: list[Job], n: int, temperature: float, distinct: bool):
         self.policy_calls += 1
         prefixes = [p for job in members for p in job.request.prefixes]
+        options = {"distinct": True} if distinct else {}
         if self.seeded:
-            seeds = self.seeds(members, lambda job: len(job.request.prefixes))
-            return self.policy.propose(prefixes, n=n, temperature=temperature, seeds=seeds)
-        return self.policy.propose(prefixes, n=n, temperature=temperature)
+            options["seeds"] = self.seeds(members, lambda job: len(job.request.prefixes))
+        return self.policy.propose(prefixes, n=n, temperature=temperature, **options)
 
     def score(self, members: list[Job]):
         if self.scorer is None:

@@ -32,15 +32,17 @@ def extend(task: Task, problem: Problem, node: Node, step: Step) -> Node:
     return child
 
 
-def expand(tree: Tree, ctx: Context, nodes: list[Node], n: int = 1, temperature: float = 0.0):
-    """Propose `n` steps under each node; returns, per node, the child each proposal leads to.
+def expand(tree: Tree, ctx: Context, nodes: list[Node], n: int = 1, temperature: float = 0.0, distinct: bool = False):
+    """Propose `n` steps under each node (`distinct`: without replacement, where the policy can); returns, per
+    node, the child each proposal leads to.
 
     A step text already under the node leads to the existing child, so repeats can be counted (votes) or
     dropped (`unique`). Yields one `Propose`; use with `yield from`. Callers check `affordable` first.
     """
     if not nodes:
         return []
-    proposals = yield Propose([ctx.task.render(tree.problem, node.texts()) for node in nodes], n, temperature)
+    prompts = [ctx.task.render(tree.problem, node.texts()) for node in nodes]
+    proposals = yield Propose(prompts, n, temperature, distinct)
     tree.tokens += sum(step.tokens for steps in proposals for step in steps)
     tree.calls += len(proposals)
     children = []
@@ -117,12 +119,13 @@ def common_ancestor(nodes: list[Node]) -> Node | None:
     return shared
 
 
-def grow(tree: Tree, ctx: Context, frontier: list[Node], k: int, temperature: float):
-    """Expand every frontier node with `k` proposals and score the new children, the most likely first as far
-    as the budget goes (the rest keep no score); None when the proposals themselves are unaffordable."""
+def grow(tree: Tree, ctx: Context, frontier: list[Node], k: int, temperature: float, distinct: bool = False):
+    """Expand every frontier node with `k` proposals (`distinct`: without replacement, where the policy can) and
+    score the new children, the most likely first as far as the budget goes (the rest keep no score); None when
+    the proposals themselves are unaffordable."""
     if not affordable(tree, ctx, propose_cost(ctx, frontier, k)):
         return None
-    children = [unique(c) for c in (yield from expand(tree, ctx, frontier, k, temperature))]
+    children = [unique(c) for c in (yield from expand(tree, ctx, frontier, k, temperature, distinct))]
     fresh = [c for cs in children for c in cs if c.score is None]
     yield from score_nodes(tree, ctx, affordable_prefix(tree, ctx, fresh))
     return children
