@@ -96,41 +96,33 @@ class TinyPolicy:
 
     @torch.inference_mode()
     def generate(
-        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int] | None = None, distinct=False
+        self,
+        prompts: list[list[int]],
+        n: int,
+        temperature: float,
+        seeds: list[int] | None = None,
+        distinct: bool = False,
     ) -> list[list[Step]]:
         """`n` steps after each prompt (token ids, each shorter than the context); identical prompts share one
         prefill, a prompt's longest cached prefix is not computed again, and each prompt's `n` samples draw from
         its own seed (`seeds`, one per prompt; needed above temperature 0), whatever else is in the batch."""
         if distinct and n > 1 and temperature > 0:
             return self.generate_distinct(prompts, n, temperature, seeds)
-        slot = {p: i for i, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
-        encoded = list(slot)
-        width = max(map(len, encoded))
-        length = min(width + self.max_step_tokens, self.context)
-        run = self.decoder.prefill(encoded, self.prefixes, self.tokenizer.pad_token_id, length)
-        logits, cache, valid, positions = run.logits, run.cache, run.valid, run.positions
+        width, steps, by_sample, (keys, values), logits, next_pos, key_mask = self.start(prompts, n)
         dev = self.device
-
-        # each prefix's cache and last logits are shared by its n samples (and by its repeats)
-        prompt_of = [slot[tuple(p)] for p in prompts for _ in range(n)]
-        rows = torch.tensor(prompt_of, device=dev)
-        keys, values = cache if len(rows) == len(encoded) else (cache[0][:, rows], cache[1][:, rows])
-        logits, next_pos = logits[rows], positions[rows, -1] + 1
-        key_mask = torch.cat([valid[rows], torch.zeros(len(rows), length - width, dtype=torch.bool, device=dev)], dim=1)
-        steps = length - width
-        generated = torch.full((len(rows), steps), -1, device=dev)  # by sample, filled as rows are dropped
-        logprob = torch.zeros(len(rows), device=dev)
-        sample_of_row = torch.arange(len(rows), device=dev)  # cache rows are compacted as samples finish
+        count = len(next_pos)  # rows: n samples of each prompt
+        generated = torch.full((count, steps), -1, device=dev)  # by sample, filled as rows are dropped
+        logprob = torch.zeros(count, device=dev)
+        sample_of_row = torch.arange(count, device=dev)  # cache rows are compacted as samples finish
         row_tokens = generated.clone()  # by current row: no boolean indexing in the loop
         row_logprob = logprob.clone()
-        running = torch.ones(len(rows), dtype=torch.bool, device=dev)
+        running = torch.ones(count, dtype=torch.bool, device=dev)
         uniform = None
         if temperature > 0:
             if seeds is None:
                 raise ValueError("sampling needs one seed per prompt")
             uniform = seeded_uniforms(seeds, n, self.max_step_tokens, dev)[:, :steps]
         remember = self.prefixes.max_bytes > 0
-        by_sample = [(encoded[i], run.lefts[i], run.hashes[i]) for i in prompt_of]
         for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
             if temperature > 0:
@@ -168,6 +160,25 @@ class TinyPolicy:
         proposals = [self._step(seq, lp) for seq, lp in zip(sequences, logprob.tolist(), strict=True)]
         return [proposals[i * n : (i + 1) * n] for i in range(len(prompts))]
 
+    def start(self, prompts: list[list[int]], n: int):
+        """Prefill the distinct prompts once and give each of their `n` rows its cache, last logits, next position
+        and key mask: `(width, steps, by_sample, cache, logits, next_pos, key_mask)`, `width` the padded prompts'
+        slots, `steps` the slots left for generating, `by_sample` each row's prompt ids, padding and prefix hashes."""
+        slot = {p: i for i, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
+        encoded = list(slot)
+        width = max(map(len, encoded))
+        length = min(width + self.max_step_tokens, self.context)
+        run = self.decoder.prefill(encoded, self.prefixes, self.tokenizer.pad_token_id, length)
+        dev = self.device
+        # each prefix's cache and last logits are shared by its n samples (and by its repeats)
+        prompt_of = [slot[tuple(p)] for p in prompts for _ in range(n)]
+        rows = torch.tensor(prompt_of, device=dev)
+        cache = run.cache if len(rows) == len(encoded) else (run.cache[0][:, rows], run.cache[1][:, rows])
+        steps = length - width
+        key_mask = torch.cat([run.valid[rows], torch.zeros(len(rows), steps, dtype=torch.bool, device=dev)], dim=1)
+        by_sample = [(encoded[i], run.lefts[i], run.hashes[i]) for i in prompt_of]
+        return width, steps, by_sample, cache, run.logits[rows], run.positions[rows, -1] + 1, key_mask
+
     @torch.inference_mode()
     def generate_distinct(
         self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int] | None
@@ -183,23 +194,16 @@ class TinyPolicy:
         vocab = self.decoder.head.shape[0]
         if n > vocab:
             raise ValueError(f"{n} distinct steps exceed the {vocab} first tokens a step can start with")
-        encoded = list(dict.fromkeys(map(tuple, prompts)))
-        slot = {p: i for i, p in enumerate(encoded)}
-        width = max(map(len, encoded))
-        length = min(width + self.max_step_tokens, self.context)
-        steps = length - width
-        run = self.decoder.prefill(encoded, self.prefixes, self.tokenizer.pad_token_id, length)
+        width, steps, by_sample, (keys, values), logits, next_pos, key_mask = self.start(prompts, n)
         dev = self.device
         beams = len(prompts) * n
-        source = torch.tensor([slot[tuple(p)] for p in prompts for _ in range(n)], device=dev)
-        keys, values = run.cache[0][:, source], run.cache[1][:, source]
-        logits, next_pos = run.logits[source], run.positions[source, -1] + 1
-        key_mask = torch.cat([run.valid[source], torch.zeros(beams, steps, dtype=torch.bool, device=dev)], dim=1)
+        beam_index = torch.arange(beams, device=dev)
+        first_beam = torch.arange(len(prompts), device=dev)[:, None] * n  # of each prompt's beams
         noise = gumbels(seeded_uniforms(seeds, n, self.max_step_tokens * vocab, dev)[:, : steps * vocab])
         noise = noise.view(len(prompts), n, steps, vocab)
         perturbed = torch.full((len(prompts), n), -torch.inf, device=dev)
         perturbed[:, 0] = 0.0  # one empty sequence a prompt to start from
-        tempered = torch.zeros(len(prompts), n, device=dev)  # log-probability under the tempered model
+        tempered = torch.zeros(beams, device=dev)  # log-probability under the tempered model
         logprob = torch.zeros(beams, device=dev)  # under the model itself
         tokens = torch.full((beams, steps), -1, device=dev)
         running = torch.ones(beams, dtype=torch.bool, device=dev)
@@ -207,23 +211,21 @@ class TinyPolicy:
         for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
             logq = logp if temperature == 1 else torch.log_softmax(logits.float() / temperature, dim=-1)
-            children = (tempered.view(-1, 1) + logq).masked_fill(~running[:, None], -torch.inf)
-            values_ = truncated_gumbels(perturbed.view(-1), children, noise[:, :, t].reshape(beams, vocab))
+            children = (tempered[:, None] + logq).masked_fill(~running[:, None], -torch.inf)
+            extended = truncated_gumbels(perturbed.view(-1), children, noise[:, :, t].reshape(beams, vocab))
             stay = perturbed.view(-1).masked_fill(running, -torch.inf)  # a finished step is its own only child
-            candidates = torch.cat([values_, stay[:, None]], dim=1).view(len(prompts), n * (vocab + 1))
+            candidates = torch.cat([extended, stay[:, None]], dim=1).view(len(prompts), n * (vocab + 1))
             best, index = candidates.topk(n, dim=1)
-            parent = (index // (vocab + 1) + torch.arange(len(prompts), device=dev)[:, None] * n).view(-1)
+            parent = (index // (vocab + 1) + first_beam).view(-1)
             token = (index % (vocab + 1)).view(-1)
             extends = token < vocab
             token = token.clamp(max=vocab - 1)
             perturbed = best
-            tempered = (tempered.view(-1)[parent] + torch.where(extends, logq[parent, token], 0.0)).view(
-                len(prompts), n
-            )
+            tempered = tempered[parent] + torch.where(extends, logq[parent, token], 0.0)
             logprob = logprob[parent] + torch.where(extends, logp[parent, token], 0.0)
             tokens = tokens[parent]
             tokens[:, t] = torch.where(extends, token, -1)
-            moved = (parent != torch.arange(beams, device=dev)).nonzero().squeeze(1)
+            moved = (parent != beam_index).nonzero().squeeze(1)
             if t > 0 and len(moved):  # a beam that took another's place continues from its steps' keys and values
                 fresh = slice(width, width + t)  # the prompt's are the same in all of a prompt's beams
                 keys[:, moved, :, fresh] = keys[:, parent[moved], :, fresh]
@@ -236,7 +238,6 @@ class TinyPolicy:
             logits = self.decoder.forward(token[:, None], next_pos[:, None], (keys, values), width + t, mask)
             next_pos = next_pos + 1
         if self.prefixes.max_bytes > 0:
-            by_sample = [(encoded[i], run.lefts[i], run.hashes[i]) for i in source.tolist()]
             self.remember(keys, values, range(beams), list(range(beams)), tokens, by_sample)
         order = perturbed.argsort(dim=1, descending=True)  # the beam's sample order: its first is an ordinary sample
         sequences, logprobs = tokens.tolist(), logprob.tolist()
