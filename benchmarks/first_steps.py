@@ -8,11 +8,13 @@ The exhaustive solver decides solvability (statistics only: it never guides a se
     python benchmarks/first_steps.py --trees runs/demo/iter-*/trees.jsonl.gz   # the labels of a run's data searches
     python benchmarks/first_steps.py --trees runs/demo/iter-*/trees.jsonl.gz --shared-states   # with shared states
     python benchmarks/first_steps.py --failures eval.jsonl.gz   # where a search failed (`qstar eval --save-trees`)
+    python benchmarks/first_steps.py --value-auc eval.jsonl.gz --value DIR   # how well the value model tells them
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 
 from rich.console import Console
 from rich.table import Table
@@ -85,6 +87,40 @@ def failure_table(paths: list[str]) -> Table:
     return table
 
 
+def auc(positive: list[float], negative: list[float]) -> float:
+    """The chance that a random positive outscores a random negative (ties count half)."""
+    if not positive or not negative:
+        return float("nan")
+    negative = sorted(negative)
+    wins = sum(bisect.bisect_left(negative, v) + bisect.bisect_right(negative, v) for v in positive) / 2
+    return wins / (len(positive) * len(negative))
+
+
+def value_auc_table(paths: list[str], value_spec: str) -> Table:
+    """Per trees file of an evaluation search and depth: the legal unfinished states it reached, how many can still
+    make the target, and how well the value model's reading tells those from the dead ones (AUC; 0.5: not at all)."""
+    task = get_task("countdown")
+    value = get_scorer("value", task, path=value_spec, ground_truth=False)
+    table = Table(title=f"the value model ({value_spec}) on the states a search reached: solvable against dead")
+    for col in ("trees", "depth", "states", "solvable", "AUC"):
+        table.add_column(col, justify="left" if col == "trees" else "right")
+    for path in paths:
+        found = [
+            (tree.problem, node)
+            for tree in load_trees(path)
+            for node in tree.root.walk()
+            if node.step is not None and node.legal and not node.terminal
+        ]
+        readings = value.values([problem for problem, _ in found], [node.texts() for _, node in found])
+        by_depth: dict[int, tuple[list[float], list[float]]] = {}
+        for (problem, node), reading in zip(found, readings, strict=True):
+            good, dead = by_depth.setdefault(len(node.path()), ([], []))
+            (good if solvable(task, problem, *node.path()) else dead).append(reading)
+        for depth, (good, dead) in sorted(by_depth.items()):
+            table.add_row(path, str(depth), str(len(good) + len(dead)), str(len(good)), f"{auc(good, dead):.3f}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="tiny", help="the policy (default: the shipped one)")
@@ -96,7 +132,12 @@ def main() -> None:
         "--shared-states", action="store_true", help="with --trees: label by the states proven so far (shared_states)"
     )
     parser.add_argument("--failures", nargs="+", help="trees files of evaluation searches: where they failed")
+    parser.add_argument(
+        "--value-auc", nargs="+", help="trees files of evaluation searches: how well --value judges their states"
+    )
     args = parser.parse_args()
+    if args.value_auc:
+        return Console(width=160).print(value_auc_table(args.value_auc, args.value))
     if args.failures:
         return Console(width=180).print(failure_table(args.failures))
     if args.trees:
