@@ -114,8 +114,9 @@ def value_auc_table(paths: list[str], value_spec: str) -> Table:
         readings = value.values([problem for problem, _ in found], [node.texts() for _, node in found])
         by_depth: dict[int, tuple[list[float], list[float]]] = {}
         for (problem, node), reading in zip(found, readings, strict=True):
-            good, dead = by_depth.setdefault(len(node.path()), ([], []))
-            (good if solvable(task, problem, *node.path()) else dead).append(reading)
+            steps = node.path()
+            good, dead = by_depth.setdefault(len(steps), ([], []))
+            (good if solvable(task, problem, *steps) else dead).append(reading)
         for depth, (good, dead) in sorted(by_depth.items()):
             table.add_row(path, str(depth), str(len(good) + len(dead)), str(len(good)), f"{auc(good, dead):.3f}")
     return table

@@ -8,16 +8,20 @@ step on train problems it trained on, on `val_target` (the nine held-out targets
 train targets) and on the Game-of-24 test games. Beside each: the share a random legal first step would keep
 solvable.
 
-    python benchmarks/value_ceiling.py                  # every arm (~46 min on 2 cores)
+    python benchmarks/value_ceiling.py                  # every arm (~56 min on 2 cores)
     python benchmarks/value_ceiling.py --arms countdown --limit 100
     python benchmarks/value_ceiling.py --value tiny-rules --arms countdown   # a fresh head on the rules-only policy
+    python benchmarks/value_ceiling.py --arms countdown-2 --keep runs/vc   # kept for first_steps.py --value-auc
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
+from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from first_step_ceiling import add_arms, chosen_arms, first_steps, value_pick  # the sibling benchmark (on sys.path)
@@ -27,16 +31,26 @@ from rich.table import Table
 from qstar.checkpoints import resolve
 from qstar.models import is_plain_policy, save_checkpoint, value_model_from
 from qstar.tasks import get_task
+from qstar.tasks.countdown.rules import legal_moves, move_step
+from qstar.tasks.countdown.solver import is_solvable
 from qstar.train.config import ValueConfig
 from qstar.train.value import train_value
 
 COUNTDOWN, GAME24 = get_task("countdown"), get_task("game24")
 
-# name: (countdown train problems, with Game of 24's train puzzles, epochs, help)
+# name: (countdown train problems, with Game of 24's train puzzles, epochs, two-step paths a problem (0: every first
+# step alone), help)
 ARMS = {
-    "countdown": (2000, False, 2.0, "every legal first step of 2,000 countdown train problems, 2 epochs"),
-    "countdown+24": (2000, True, 2.0, "the same and every Game-of-24 train puzzle's first steps, 2 epochs"),
-    "countdown-6": (2000, False, 6.0, "every legal first step of 2,000 countdown train problems, 6 epochs"),
+    "countdown": (2000, False, 2.0, 0, "every legal first step of 2,000 countdown train problems, 2 epochs"),
+    "countdown+24": (2000, True, 2.0, 0, "the same and every Game-of-24 train puzzle's first steps, 2 epochs"),
+    "countdown-6": (2000, False, 6.0, 0, "every legal first step of 2,000 countdown train problems, 6 epochs"),
+    "countdown-2": (
+        2000,
+        False,
+        2.0,
+        10,
+        "10 sampled legal two-step paths of each of 2,000 countdown train problems, both steps labelled, 2 epochs",
+    ),
 }
 
 
@@ -47,6 +61,24 @@ def records(problems: list, task) -> list[dict]:
         for problem in problems
         for step, ok in first_steps(problem).items()
     ]
+
+
+def two_step_records(problems: list, task, per_problem: int) -> list[dict]:
+    """`per_problem` of each problem's legal two-step paths (a seeded sample), each step labelled 1 where the numbers
+    it leaves can still make the target, else 0."""
+    rng = random.Random(0)
+    out = []
+    for problem in problems:
+        numbers, target = problem.meta["numbers"], problem.meta["target"]
+        paths = []
+        for first in legal_moves(numbers):
+            step, left = move_step(numbers, first)
+            for second in legal_moves(left):
+                step2, left2 = move_step(left, second)
+                labels = [float(is_solvable(left, target)), float(is_solvable(left2, target))]
+                paths.append({"prompt": task.render(problem, []), "completions": [step, step2], "labels": labels})
+        out += rng.sample(paths, min(per_problem, len(paths)))
+    return out
 
 
 def random_pick(problems: list) -> float:
@@ -65,6 +97,7 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, default=300, help="problems of train, val_target and val measured (default 300)"
     )
+    parser.add_argument("--keep", help="save each arm's value model in KEEP/ARM (e.g. for first_steps.py --value-auc)")
     add_arms(parser, ARMS)
     args = parser.parse_args()
     arms = chosen_arms(parser, args.arms, ARMS)
@@ -90,8 +123,9 @@ def main() -> None:
     else:
         row("start", start, "-", "-")
     for arm in arms:
-        count, with_24, epochs, _ = ARMS[arm]
-        data = records(COUNTDOWN.problems("train")[:count], COUNTDOWN)
+        count, with_24, epochs, per_problem, _ = ARMS[arm]
+        problems = COUNTDOWN.problems("train")[:count]
+        data = two_step_records(problems, COUNTDOWN, per_problem) if per_problem else records(problems, COUNTDOWN)
         if with_24:
             data += records(GAME24.problems("train"), GAME24)
         torch.manual_seed(0)
@@ -99,7 +133,8 @@ def main() -> None:
         began = time.time()
         trained = train_value(model, tokenizer, data, ValueConfig(epochs=epochs, lr=1e-3, batch_size=128), quiet=True)
         seconds = f"{time.time() - began:.0f}"
-        with tempfile.TemporaryDirectory(prefix="qstar-value-ceiling-") as folder:
+        kept = nullcontext(str(Path(args.keep) / arm)) if args.keep else None
+        with kept or tempfile.TemporaryDirectory(prefix="qstar-value-ceiling-") as folder:
             save_checkpoint(trained.model, tokenizer, folder)
             row(arm, folder, f"{len(data):,}", seconds)
     Console(width=160).print(table)
