@@ -74,10 +74,17 @@ def proven_states(trees: Iterable[Tree], task: Task) -> set[Hashable]:
     return proven
 
 
-def sft_records(trees: Iterable[Tree], task: Task, hindsight: bool = False, per_problem: int = 0) -> list[dict]:
+def sft_records(
+    trees: Iterable[Tree],
+    task: Task,
+    hindsight: bool = False,
+    per_problem: int = 0,
+    held_out: Set[Hashable] = frozenset(),
+) -> list[dict]:
     """One record per distinct verified solution (at most `per_problem` per prompt, the first found, when > 0);
     with `hindsight`, also every legal complete play as the solution of the problem it does solve
-    (`task.relabel`: countdown sets the target to the number reached)."""
+    (`task.relabel`: countdown sets the target to the number reached), unless that problem's `task.problem_key`
+    is in `held_out` (an evaluation problem)."""
     seen, records = set(), []
     per_prompt: Counter = Counter()
 
@@ -96,7 +103,7 @@ def sft_records(trees: Iterable[Tree], task: Task, hindsight: bool = False, per_
             for node in tree.nodes():
                 if node.terminal and node.legal and node.reward != 1.0:
                     relabelled = task.relabel(tree.problem, node.texts())
-                    if relabelled is not None:
+                    if relabelled is not None and task.problem_key(relabelled) not in held_out:
                         add(relabelled, node)
     return records
 

@@ -8,10 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qstar.errors import QstarError
+from qstar.records import sft_records
 from qstar.tasks import get_task
 from qstar.tasks.countdown import Countdown, is_solvable, random_play, solve
+from qstar.tasks.countdown.problems import make_problem
 from qstar.tasks.countdown.rules import STEP_RE
-from qstar.types import Problem
+from qstar.types import Problem, Step, Tree
 
 TASK = Countdown()
 
@@ -115,6 +117,38 @@ def test_countdown_generator_is_seeded_solvable_and_holds_targets_out():
         assert is_solvable(p.meta["numbers"], p.meta["target"])
     with pytest.raises(QstarError, match="splits"):
         task.problems("dev")
+
+
+def played(pid: str, numbers: list[int], steps: list[str]) -> Tree:
+    """A tree holding one legal complete play that missed its target (99)."""
+    tree = Tree(make_problem(pid, numbers, 99))
+    node = tree.root
+    for i, text in enumerate(steps):
+        last = i == len(steps) - 1
+        node = node.add_child(Step(text, -0.5, tokens=9), prior=0.5, terminal=last, reward=0.0 if last else None)
+    return tree
+
+
+def test_hindsight_never_relabels_onto_a_held_out_target_or_an_evaluation_problem():
+    """A play reaching one of val_target's held-out targets is no training record, nor one that relabels onto an
+    evaluation problem (same numbers and target), though its own problem was a train one."""
+    task = get_task("countdown")
+    to_15 = played(
+        "a", [1, 2, 3, 4], ["4 * 3 = 12 (left: 1 2 12)", "12 + 1 = 13 (left: 2 13)", "13 + 2 = 15 (left: 15)"]
+    )
+    to_35 = played(
+        "b", [2, 3, 5, 6], ["6 * 5 = 30 (left: 2 3 30)", "30 + 3 = 33 (left: 2 33)", "33 + 2 = 35 (left: 35)"]
+    )
+    to_17 = played(
+        "c", [10, 7, 1, 1], ["10 * 1 = 10 (left: 7 1 10)", "10 * 1 = 10 (left: 7 10)", "10 + 7 = 17 (left: 17)"]
+    )
+    assert 17 in task.held_out and not {15, 35} & set(task.held_out)
+    reached = [task.relabel(t.problem, [n.step.text for n in t.nodes() if n.step]) for t in (to_15, to_35, to_17)]
+    assert [p and p.meta["target"] for p in reached] == [15, 35, None]
+    evaluation = {task.problem_key(make_problem("e", [6, 5, 3, 2], 35))}
+    records = sft_records([to_15, to_35, to_17], task, hindsight=True, held_out=evaluation)
+    assert [r["prompt"] for r in records] == ["Input: 1 2 3 4 Target: 15\n"]
+    assert len(sft_records([to_15, to_35, to_17], task, hindsight=True)) == 2
 
 
 def test_problems_file(tmp_path):

@@ -278,7 +278,7 @@ class Improve:
         cfg = self.cfg
         window = cfg.sft_replay - 1 if cfg.sft_replay else len(by_iteration)  # earlier iterations SFT replays
         replayed = [t for ts in by_iteration[len(by_iteration) - window :] for t in ts] + trees
-        sft = sft_records(replayed, self.task, hindsight=cfg.hindsight, per_problem=cfg.sft_per_problem)
+        sft = sft_records(replayed, self.task, cfg.hindsight, cfg.sft_per_problem, self.held_out)
         if cfg.search_targets:
             sft += search_target_records(replayed, self.task, cfg.value_labels, proven)
         write_jsonl(self.it(k) / "sft.jsonl", sft)

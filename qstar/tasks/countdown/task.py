@@ -142,9 +142,10 @@ class Countdown:
         return str(left[0]) if left is not None and len(left) == 1 else None
 
     def relabel(self, problem: Problem, steps: list[str]) -> Problem | None:
-        """Hindsight: the problem this legal complete play solves (its target set to the number reached)."""
+        """Hindsight: the problem this legal complete play solves (its target set to the number reached); None where
+        that number is one of `val_target`'s held-out targets, which training never sees."""
         left = self.left_after(problem, steps)
-        if left is None or len(left) != 1:
+        if left is None or len(left) != 1 or left[0] in self.held_out:
             return None
         return source.make_problem(f"{problem.id}-to-{left[0]}", problem.meta["numbers"], left[0], hindsight=True)
 
