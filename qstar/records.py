@@ -153,12 +153,15 @@ def search_target_records(
     """One-step SFT records: at each node with two or more labelled children, every child whose label is the best
     among them and above 0 (with `hard` labels: every step from which the search verified a solution), as the
     completion of the prefix above it. Deduplicated; the root's records are the first steps that keep the problem
-    solvable, the choice greedy decoding gets wrong most. `proven`: states labelled 1 (`node_values`)."""
+    solvable, the choice greedy decoding gets wrong most. `proven`: states labelled 1 (`node_values`). Only steps
+    with a `hard` label compete: with `mc`, a step the search never expanded holds a value model's estimate, which
+    must not outrank a step with verified completions below it."""
     seen, records = set(), []
     for tree in trees:
-        values = node_values(tree, kind, task, proven)
+        explored = node_values(tree, "hard", task, proven)
+        values = explored if kind == "hard" else node_values(tree, kind, task, proven)
         for node in tree.nodes():
-            kids = [c for c in node.children if c in values]
+            kids = [c for c in node.children if c in explored]
             best = max((values[c] for c in kids), default=0.0)
             if len(kids) < 2 or best <= 0:
                 continue

@@ -69,7 +69,7 @@ def test_search_targets_are_the_steps_the_search_verified_below(trees):
 
 def test_a_step_with_nothing_explored_below_has_no_hard_label_and_is_no_search_target():
     """A value model's score on a step the search never expanded is no verified completion: `hard` leaves the step
-    unlabelled (so it is no search target), `mc` keeps the score as its estimate."""
+    unlabelled, `mc` keeps the score as its estimate (a value label), and with either it is no search target."""
     from qstar.types import Step, Tree
 
     problem = PROBLEMS[0]
@@ -78,12 +78,14 @@ def test_a_step_with_nothing_explored_below_has_no_hard_label_and_is_no_search_t
     failed = tree.root.add_child(Step("1 * 2 = 2"), score=0.3)
     unexplored = tree.root.add_child(Step("2 - 1 = 1"), score=0.9)
     solved.add_child(Step("3 * 3 = 9"), terminal=True, reward=1.0)
+    solved.add_child(Step("3 + 3 = 6"), terminal=True, reward=0.0)
     failed.add_child(Step("2 + 3 = 5"), terminal=True, reward=0.0)
     hard, mc = node_values(tree, "hard"), node_values(tree, "mc")
     assert (hard[solved], hard[failed], unexplored in hard) == (1.0, 0.0, False)
-    assert mc[unexplored] == 0.9
-    roots = [r["completion"] for r in search_target_records([tree], TASK) if r["prompt"] == TASK.render(problem, [])]
-    assert roots == ["1 + 2 = 3" + TASK.separator]
+    assert (mc[solved], mc[unexplored]) == (0.5, 0.9)
+    for kind in ("hard", "mc"):  # with mc, too: an estimate above the verified step's share is no target
+        targets = search_target_records([tree], TASK, kind)
+        assert [r["completion"] for r in targets if r["prompt"] == TASK.render(problem, [])] == ["1 + 2 = 3\n"]
 
 
 def test_a_state_one_tree_proved_solvable_is_labelled_1_in_every_tree_that_reaches_it():
