@@ -29,6 +29,21 @@ def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_of(spec: str | None) -> str:
+    """A device option read: None or `auto` is `best_device()`, else a torch device this machine has (`cpu`, `cuda`,
+    `cuda:1`, `mps`); anything else is a one-line error rather than torch's traceback at the first `.to()`."""
+    if spec is None or spec == "auto":
+        return best_device()
+    try:
+        kind = torch.device(spec).type
+    except (RuntimeError, TypeError):
+        raise QstarError(f"device must be auto, cpu, cuda, cuda:N or mps, not {spec!r}") from None
+    visible = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not visible.get(kind, False):
+        raise QstarError(f"device {spec!r} is not available on this machine (auto picks {best_device()})")
+    return spec
+
+
 def is_adapter(path: str | Path) -> bool:
     """A PEFT adapter folder (LoRA weights and the name of their base model)."""
     return (Path(path) / "adapter_config.json").is_file()

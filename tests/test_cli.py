@@ -135,6 +135,8 @@ def test_improve_help_explains_every_option(qstar):
         (["improve", "--run-dir", "r", "--sft-epochs", "0"], "epochs must be positive"),
         (["improve", "--run-dir", "r", "--config", "/no/such.toml"], "config file not found"),
         (["improve", "--run-dir", "/proc/qstar-run"], "cannot write the run folder /proc/qstar-run"),
+        (["solve", "--task", "game24", "1 2 3 4", "--policy-args", '{"device": "gpu"}'], "device must be auto, cpu"),
+        (["solve", "--task", "game24", "1 2 3 4", "--scorer", "value", "--scorer-args", '{"device": "tpu"}'], "'tpu'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(qstar, args, message):
@@ -172,3 +174,15 @@ def test_improve_refuses_what_it_cannot_do_before_any_search(qstar, tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "lora").exists()
     out = qstar("improve", "--run-dir", str(tmp_path / "m"), "--merge")
     assert out.returncode == 2 and "merge applies to LoRA adapters" in out.stderr
+
+
+def test_a_device_is_auto_or_one_this_machine_has():
+    import torch
+
+    from qstar.errors import QstarError
+    from qstar.models import best_device, device_of
+
+    assert device_of(None) == device_of("auto") == best_device() and device_of("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(QstarError, match="'cuda:1' is not available on this machine"):
+            device_of("cuda:1")

@@ -37,8 +37,8 @@ from qstar.io import (
     write_jsonl,
 )
 from qstar.models import (
-    best_device,
     check_adapters,
+    device_of,
     load_causal_lm,
     load_tokenizer,
     save_checkpoint,
@@ -89,7 +89,7 @@ class Improve:
         run, since the trees and figures are the same without them."""
         self.cfg, self.dir = cfg, Path(run_dir)
         self.scale = (workers, ray) if workers is not None or ray is not None else None
-        self.device = device or best_device()  # CUDA when visible, else the CPU; not a setting of the run
+        self.device = device_of(device)  # CUDA when visible, else the CPU; not a setting of the run
         self.task = get_task(cfg.task)
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
         self.served: tuple[int, str | None] | None = None  # the iteration the server serves, and its model name

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from qstar.models import best_device, encode, pad
+from qstar.models import device_of, encode, pad
 from qstar.pipelines.evaluate import summarize
 from qstar.pipelines.pretrain_config import PretrainConfig
 from qstar.policy.tiny import TinyPolicy, new_tiny_model
@@ -57,7 +57,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model, tokenizer = new_tiny_model(cfg.hidden, cfg.layers, cfg.heads, cfg.mlp)  # initialised on the CPU, seeded
-    model.to(best_device() if cfg.device == "auto" else cfg.device)
+    model.to(device_of(cfg.device))
     task = Countdown()
     eval_rng = random.Random(f"eval-{cfg.seed}")
     eval_problems = [sample_game(eval_rng, cfg)[0] for _ in range(cfg.eval_problems)]

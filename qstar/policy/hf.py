@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from qstar.errors import QstarError
-from qstar.models import best_device, load_causal_lm, load_tokenizer, model_folder
+from qstar.models import device_of, load_causal_lm, load_tokenizer, model_folder
 from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.sampling import inverse_cdf, seeded_uniforms
 from qstar.types import Step, split_prefix
@@ -96,7 +96,7 @@ class HFPolicy:
         """From a model folder, a `.gguf` file (dequantised by transformers; needs the `gguf` package) or a LoRA
         adapter folder (merged into its base)."""
         path = model_folder(spec)
-        dev = torch.device(device or best_device())
+        dev = torch.device(device_of(device))
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         model = load_causal_lm(path, dtype=dtype).to(dev)
         return cls(model, load_tokenizer(path), **kwargs)

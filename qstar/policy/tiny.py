@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from qstar.checkpoints import DEFAULT_POLICY
-from qstar.models import load_causal_lm, load_tokenizer
+from qstar.models import device_of, load_causal_lm, load_tokenizer
 from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.decoding import LlamaDecoder
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
@@ -63,10 +63,10 @@ class TinyPolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, device: str | None = None, **kwargs) -> TinyPolicy:
-        """Load a checkpoint; `device` None keeps the CPU (`qstar.models.best_device()` picks CUDA when visible)."""
+        """Load a checkpoint; `device` None keeps the CPU (a search's small batches), `auto` picks CUDA when visible."""
         model = load_causal_lm(path)  # a LoRA adapter folder comes merged into its base
         if device is not None:
-            model = model.to(device)
+            model = model.to(device_of(device))
         return cls(model, load_tokenizer(path), **kwargs)
 
     def seed(self, seed: int) -> None:

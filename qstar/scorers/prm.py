@@ -32,13 +32,13 @@ class PRMScorer:
     step_tag: str | None = option(None, "what follows each step (default: the task's separator; Math-Shepherd ' ки')")
     positive_label: int = option(1, "the class whose probability is the reward")
     batch_size: int = option(32, "paths per forward pass")
-    device: str | None = option(None, "cpu or cuda (default: cuda when visible)")
+    device: str | None = option(None, "auto (None: cuda when visible, else cpu), cpu, cuda or cuda:N")
     uses_verifier: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         from transformers import AutoModelForTokenClassification, AutoTokenizer  # loaded with a model, not on import
 
-        from qstar.models import best_device
+        from qstar.models import device_of
 
         if self.aggregate not in AGGREGATES:
             raise QstarError(f"unknown aggregation {self.aggregate!r}; choose from {', '.join(AGGREGATES)}")
@@ -46,7 +46,7 @@ class PRMScorer:
         if not (folder / "config.json").is_file():
             raise QstarError(f"no PRM checkpoint at {folder} (expected a folder with config.json)")
         model = AutoModelForTokenClassification.from_pretrained(folder)
-        self.model = model.to(self.device or best_device()).eval()
+        self.model = model.to(device_of(self.device)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.tag = self.task.separator if self.step_tag is None else self.step_tag
 

@@ -25,7 +25,7 @@ class ValueScorer:
     )
     ground_truth: bool = option(True, "the verifier decides illegal and complete paths")
     batch_size: int = option(256, "paths per forward pass")
-    device: str | None = option(None, "cpu or cuda (default: cuda when visible)")
+    device: str | None = option(None, "auto (None: cuda when visible, else cpu), cpu, cuda or cuda:N")
     prefix_cache_mb: int = option(
         1024,
         "a Llama value model keeps the keys and values of the paths it read, so a child computes only its own "
@@ -33,7 +33,7 @@ class ValueScorer:
     )
 
     def __post_init__(self) -> None:
-        from qstar.models import best_device, is_plain_policy, value_model_from  # torch loads late
+        from qstar.models import device_of, is_plain_policy, value_model_from  # torch loads late
         from qstar.scorers.value_reader import CachedValueReader
 
         folder = resolve(self.path)
@@ -42,7 +42,7 @@ class ValueScorer:
         if is_plain_policy(folder):
             raise QstarError(f"{folder} is a policy without a value head: give a value model, or a shared-trunk one")
         model, self.tokenizer = value_model_from(folder)
-        self.model = model.to(self.device or best_device()).eval()
+        self.model = model.to(device_of(self.device)).eval()
         self.ground = VerifierScorer(self.task) if self.ground_truth else None
         cached = self.prefix_cache_mb > 0 and CachedValueReader.supports(self.model)
         self.reader = (
