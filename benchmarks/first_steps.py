@@ -1,5 +1,6 @@
-"""Where the first step fails, per evaluation split: does greedy's first step keep the problem solvable, does any of
-`k` sampled first steps, and does the value model's pick among those samples? With `--trees`, instead: how true
+"""Where the first step fails, per evaluation split: does greedy's first step keep the problem solvable, does the legal
+first step the policy finds likeliest, does any of `k` sampled first steps, and does the value model's pick among
+those samples? With `--trees`, instead: how true
 are the first-step labels an improve run learns from (`hard`: 1 where the search verified a solution below)?
 The exhaustive solver decides solvability (statistics only: it never guides a search or enters training data).
 
@@ -16,15 +17,34 @@ from __future__ import annotations
 import argparse
 import bisect
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from qstar.io import load_trees
+from qstar.models import encode, pad
 from qstar.policy import load_policy
 from qstar.records import node_values, proven_states
 from qstar.scorers import get_scorer
 from qstar.tasks import get_task
+from qstar.tasks.countdown.rules import legal_moves, move_step
 from qstar.tasks.countdown.solver import is_solvable
+
+
+def likeliest_legal_first_step(policy, task, problem) -> tuple[str, list[int]]:
+    """The legal first step (canonical text) to which the policy gives the highest probability, step and separator
+    included, and the numbers it leaves: what decoding the most likely step, not token by token, would write."""
+    steps = [move_step(problem.meta["numbers"], move) for move in legal_moves(problem.meta["numbers"])]
+    rows = [encode(policy.tokenizer, task.render(problem, []), step + task.separator) for step, _ in steps]
+    ids, attention = pad([ids for ids, _ in rows], policy.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp = policy.model(input_ids=ids.to(policy.device), attention_mask=attention.to(policy.device)).logits
+    logp = logp.float().log_softmax(-1).cpu()
+    totals = [
+        logp[i, start - 1 : end - 1].gather(-1, ids[i, start:end, None]).sum().item()
+        for i, (_, (start, end)) in enumerate(rows)
+    ]
+    return steps[max(range(len(steps)), key=totals.__getitem__)]
 
 
 def solvable(task, problem, *steps) -> bool:
@@ -145,7 +165,8 @@ def main() -> None:
         return Console(width=160).print(label_table(args.trees, args.shared_states))
     policy = load_policy(args.policy, seed=0)
     table = Table(title=f"first steps that keep the problem solvable ({args.policy}, {args.k} samples, {args.value})")
-    for col in ("split", "problems", "greedy's", "any of the samples", "the value model's pick of them"):
+    columns = ("split", "problems", "greedy's", "the likeliest legal one", "any of the samples", "the value's pick")
+    for col in columns:
         table.add_column(col, justify="left" if col == "split" else "right")
     for name, split in (("game24", "test"), ("countdown", "val_target")):
         task = get_task(name)
@@ -154,6 +175,7 @@ def main() -> None:
         prompts = [task.render(p, []) for p in problems]
 
         greedy = [solvable(task, p, steps[0]) for p, steps in zip(problems, policy.propose(prompts), strict=True)]
+        likeliest = [is_solvable(likeliest_legal_first_step(policy, task, p)[1], p.meta["target"]) for p in problems]
         samples = policy.propose(prompts, n=args.k, temperature=1.0, seeds=list(range(len(prompts))))
         flat = [(p, s) for p, steps in zip(problems, samples, strict=True) for s in steps]
         scores = value.score([p for p, _ in flat], [[s.text] for _, s in flat]).values
@@ -167,6 +189,7 @@ def main() -> None:
             f"{name} {split}",
             str(n),
             f"{sum(greedy) / n:.1%}",
+            f"{sum(likeliest) / n:.1%}",
             f"{sum(any_) / n:.1%}",
             f"{sum(picked) / n:.1%}",
         )
