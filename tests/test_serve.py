@@ -285,10 +285,17 @@ def test_a_client_that_gives_up_on_a_whole_reply_cancels_its_search(server):
 
 
 def test_a_kept_tree_is_a_page(client, server):
+    """The reply's URL opens in a browser (no header: its signature); without it the key is asked for."""
     reply = ask(client, "4 9 10 13 -> 24")
     url = reply.model_extra["qstar"]["tree"]
-    page = httpx.get(server.url + url, headers={"Authorization": f"Bearer {KEY}"})
+    page = httpx.get(server.url + url)
     assert page.status_code == 200 and "<html" in page.text.lower() and "4 9 10 13" in page.text
+    path, _, token = url.partition("?token=")
+    assert httpx.get(server.url + path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert httpx.get(server.url + path).status_code == 401
+    assert httpx.get(server.url + path + "?token=" + token[::-1]).status_code == 401
+    other = ask(client, "1 2 3 4 -> 10").model_extra["qstar"]["tree"].partition("?token=")[0]
+    assert httpx.get(server.url + other + "?token=" + token).status_code == 401  # a signature opens its own tree
     missing = httpx.get(server.url + "/trees/nope", headers={"Authorization": f"Bearer {KEY}"})
     assert missing.status_code == 404
 

@@ -3,6 +3,8 @@ problem is searched on the shared `Engine`, so requests in flight together share
 sends each step as the search commits to it, then the answer."""
 
 import asyncio
+import hashlib
+import hmac
 import json
 import secrets
 import sys
@@ -113,13 +115,22 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
 
     guarded = [Depends(authorise)]  # every route but /health and /metrics
 
+    def signature(rid: str) -> str:
+        """What a kept tree's URL carries with `api_key`, so a browser, which sends no header, can open it."""
+        return hmac.new(cfg.api_key.encode(), rid.encode(), hashlib.sha256).hexdigest()[:32]
+
     def keep(rid: str, tree: Tree) -> str | None:
         if not cfg.keep_trees:
             return None
         trees[rid] = tree
         while len(trees) > cfg.keep_trees:
             trees.popitem(last=False)
-        return f"/trees/{rid}"
+        return f"/trees/{rid}?token={signature(rid)}" if cfg.api_key else f"/trees/{rid}"
+
+    async def authorise_tree(request: Request, rid: str, token: str = "") -> None:
+        """A tree's page: its signed URL from the reply, or the key as on every guarded route."""
+        if not (cfg.api_key and token and secrets.compare_digest(token.encode(), signature(rid).encode())):
+            await authorise(request)
 
     async def body_of(request: Request) -> dict:
         try:
@@ -249,7 +260,7 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
 
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/trees/{rid}", dependencies=guarded)
+    @app.get("/trees/{rid}", dependencies=[Depends(authorise_tree)])
     async def tree_page(rid: str):
         if rid not in trees:
             kept = f"the last {cfg.keep_trees} are kept" if cfg.keep_trees else "start the server with --keep-trees N"
