@@ -89,10 +89,10 @@ def records(problems: list, kind: str) -> list[dict]:
     return rows
 
 
-def greedy(policy: TinyPolicy, problems: list) -> tuple[float, float]:
+def greedy(policy: TinyPolicy, problems: list, task=TASK) -> tuple[float, float]:
     """Greedy's accuracy and the share of its first steps that keep the puzzle solvable."""
-    trees = run_search(get_search("greedy"), problems, TASK, policy)
-    alive = sum(bool(path) and solvable(TASK, t.problem, path[0]) for t in trees for path in [t.best_path()])
+    trees = run_search(get_search("greedy"), problems, task, policy)
+    alive = sum(bool(path) and solvable(task, t.problem, path[0]) for t in trees for path in [t.best_path()])
     return sum(t.solved for t in trees) / len(trees), alive / len(trees)
 
 

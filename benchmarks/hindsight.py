@@ -14,14 +14,13 @@ import random
 import time
 
 import torch
-from first_steps import solvable  # the sibling benchmark (this folder is on sys.path when run as a script)
+from first_step_ceiling import greedy  # the sibling benchmark (this folder is on sys.path when run as a script)
 from rich.console import Console
 from rich.table import Table
 
 from qstar.checkpoints import resolve
 from qstar.models import load_causal_lm, load_tokenizer
 from qstar.policy.tiny import TinyPolicy
-from qstar.search import get_search, run_search
 from qstar.tasks import get_task
 from qstar.tasks.countdown import make_problem, random_play
 from qstar.train.config import SFTConfig
@@ -49,13 +48,6 @@ def plays(count: int, game24_share: float, seed: int) -> list[dict]:
     return records
 
 
-def greedy(policy: TinyPolicy, task, problems: list) -> tuple[float, float]:
-    """Greedy's share solved, and the share whose first step keeps the problem solvable."""
-    trees = run_search(get_search("greedy"), problems, task, policy)
-    alive = sum(bool(path) and solvable(task, t.problem, path[0]) for t in trees for path in [t.best_path()])
-    return sum(t.solved for t in trees) / len(trees), alive / len(trees)
-
-
 def ratio(now: float, then: float) -> str:
     return f"{now / then:.2f}x" if then else "-"
 
@@ -79,7 +71,7 @@ def main() -> None:
         table.add_column(col, justify="right")
 
     def row(name: str, policy: TinyPolicy, seconds: str, base: tuple[float, float] | None) -> tuple[float, float]:
-        (countdown, alive), (game24, _) = greedy(policy, COUNTDOWN, val_target), greedy(policy, GAME24, test)
+        (countdown, alive), (game24, _) = greedy(policy, val_target, COUNTDOWN), greedy(policy, test, GAME24)
         then = base or (countdown, game24)  # the start is its own baseline
         table.add_row(
             name, seconds, f"{countdown:.1%}", ratio(countdown, then[0]), f"{alive:.1%}",

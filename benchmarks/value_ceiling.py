@@ -73,9 +73,10 @@ def two_step_records(problems: list, task, per_problem: int) -> list[dict]:
         paths = []
         for first in legal_moves(numbers):
             step, left = move_step(numbers, first)
+            alive = float(is_solvable(left, target))
             for second in legal_moves(left):
                 step2, left2 = move_step(left, second)
-                labels = [float(is_solvable(left, target)), float(is_solvable(left2, target))]
+                labels = [alive, float(is_solvable(left2, target))]
                 paths.append({"prompt": task.render(problem, []), "completions": [step, step2], "labels": labels})
         out += rng.sample(paths, min(per_problem, len(paths)))
     return out
