@@ -210,6 +210,30 @@ def test_sft_on_merged_prefixes_takes_each_loss_term_once_on_fewer_tokens(trees)
     assert_learned(trained.history, before, trained.model)
 
 
+def test_the_shared_trunk_merges_sft_prefixes_within_each_pass(trees):
+    """With `merge_prefixes` the shared trunk's SFT rows are the distinct solutions, a search target inside the
+    solution through it, and every pass holds each once; the value rows are as they were."""
+    from qstar.train.config import PolicyValueConfig
+    from qstar.train.policy_value import policy_value_dataset
+
+    whole = sft_records(trees, TASK)
+    first = [{**r, "completion": r["completion"].split(TASK.separator)[0] + TASK.separator} for r in whole]
+    values = value_records(trees, TASK)
+    _, tok = models("tiny")
+
+    def rows(merge: bool) -> list[dict]:
+        cfg = PolicyValueConfig(epochs=2, value_epochs=1, merge_prefixes=merge)
+        return list(policy_value_dataset(tok, whole + first, values, TASK.separator, cfg))
+
+    plain, merged = rows(False), rows(True)
+    assert len(plain) == 2 * 2 * len(whole) + len(values)
+    assert len(merged) == 2 * len(whole) + len(values)
+    assert [r for r in merged if r["tags"]] == [r for r in plain if r["tags"]]
+    solutions = {tuple(sft_row(tok, r)["input_ids"]): sft_row(tok, r)["completion_mask"] for r in whole}
+    for r in merged[: 2 * len(whole)]:
+        assert r["completion_mask"] == solutions[tuple(r["input_ids"])]  # the first step was trained already
+
+
 def test_dpo_takes_no_length_grouping():
     with pytest.raises(ValueError, match="sampling random"):
         DPOConfig(sampling="group_by_length")

@@ -64,17 +64,22 @@ class LoRAConfig:
         )
 
 
+def merge_prefixes_option():
+    """The `merge_prefixes` field of the trainers that take SFT records."""
+    return option(
+        False,
+        "train an SFT record whose tokens begin another's inside that one (its completion added to the other's loss):"
+        " the same loss terms, each distinct one once, on fewer tokens and steps; search targets share most of"
+        " theirs with the solutions through them",
+    )
+
+
 @dataclass
 class SFTConfig(TrainConfig):
     """SFT on `prompt`/`completion` records (loss on the completion only)."""
 
     lr: float = option(5e-4, "peak learning rate: linear warm-up, cosine decay to 10%")
-    merge_prefixes: bool = option(
-        False,
-        "train a record whose tokens begin another's inside that one (its completion added to the other's loss):"
-        " the same loss terms, each distinct one once, on fewer tokens and steps; search targets share most of"
-        " theirs with the solutions through them",
-    )
+    merge_prefixes: bool = merge_prefixes_option()
 
 
 @dataclass
@@ -110,6 +115,7 @@ class PolicyValueConfig(TrainConfig):
     lr: float = option(1e-3, "peak learning rate: linear warm-up, cosine decay to 10%")
     value_epochs: float = option(1.0, "passes over the value records, spread over the same optimiser steps")
     value_weight: float = option(1.0, "weight of the value loss beside the policy's")
+    merge_prefixes: bool = merge_prefixes_option()
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -20,23 +20,27 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from qstar.models import pad, value_head_name
 from qstar.train.common import Trained, run, training_arguments
 from qstar.train.config import PolicyValueConfig
-from qstar.train.sft import sft_row
+from qstar.train.sft import merged_rows, sft_row
 from qstar.train.value import soft_label_loss, value_row
 
 
-def passes(records: list[dict], epochs: float, seed: int) -> list[dict]:
-    """`epochs` passes over the records, the fraction a seeded sample."""
+def passes(rows: list[dict], epochs: float, seed: int) -> list[dict]:
+    """`epochs` passes over the rows, the fraction a seeded sample."""
     whole, part = divmod(epochs, 1.0)
-    return records * int(whole) + random.Random(seed).sample(records, round(part * len(records)))
+    return rows * int(whole) + random.Random(seed).sample(rows, round(part * len(rows)))
 
 
 def policy_value_dataset(
-    tokenizer: PreTrainedTokenizerBase, sft: list[dict], values: list[dict], separator: str
+    tokenizer: PreTrainedTokenizerBase, sft: list[dict], values: list[dict], separator: str, cfg: PolicyValueConfig
 ) -> Dataset:
-    """One row per record of either kind: `input_ids`, the `completion_mask` of the policy's loss (none on a value
-    record) and the `tags` / `labels` of the value loss (none on an SFT record)."""
-    rows = [{**sft_row(tokenizer, r), "tags": [], "labels": []} for r in sft]
-    for r in values:
+    """`cfg.epochs` passes over the SFT records and `cfg.value_epochs` over the value records, one row each:
+    `input_ids`, the `completion_mask` of the policy's loss (none on a value record) and the `tags` / `labels` of
+    the value loss (none on an SFT record). With `merge_prefixes` SFT records merge before the passes are made."""
+    policy_rows = [sft_row(tokenizer, r) for r in sft]
+    if cfg.merge_prefixes:
+        policy_rows = merged_rows(policy_rows)
+    rows = [{**row, "tags": [], "labels": []} for row in passes(policy_rows, cfg.epochs, cfg.seed)]
+    for r in passes(values, cfg.value_epochs, cfg.seed):
         row = value_row(tokenizer, r, separator)
         rows.append({**row, "completion_mask": [0] * len(row["input_ids"])})
     return Dataset.from_list(rows)
@@ -93,13 +97,13 @@ def train_policy_value(
     """Train a causal LM with a value head (`with_value_head`) on SFT and value records together, `cfg.epochs`
     passes over the first and `cfg.value_epochs` over the second in one shuffled stream (the compute of SFT and
     value training apart); the model and the loss of every step."""
-    sft, values = passes(sft, cfg.epochs, cfg.seed), passes(values, cfg.value_epochs, cfg.seed)
-    if not sft and not values:
+    dataset = policy_value_dataset(tokenizer, sft, values, separator, cfg)
+    if not len(dataset):
         return Trained(model, [])
     trainer = PolicyValueTrainer(
         model=model,
         args=TrainingArguments(**{**training_arguments(cfg), "num_train_epochs": 1}),  # the passes are rows
-        train_dataset=policy_value_dataset(tokenizer, sft, values, separator),
+        train_dataset=dataset,
         data_collator=PolicyValueBatch(tokenizer.pad_token_id or 0),
         value_weight=cfg.value_weight,
     )
