@@ -4,6 +4,7 @@ import pytest
 from transformers import GPT2Config, GPT2ForTokenClassification
 
 from qstar.models import step_probabilities
+from qstar.scorers.prm import PRMScorer
 from qstar.scorers.value import ValueScorer
 from qstar.scorers.value_reader import CachedValueReader
 from qstar.tasks import get_task
@@ -45,6 +46,23 @@ def test_the_scorer_reads_through_the_cache_and_agrees_with_the_model(scorer):
     paths = [[FIRST[0]], [FIRST[1], SECOND[1]], []]
     assert scorer.reader is not None
     assert scorer.values(problems, paths) == pytest.approx(reference(scorer, problems, paths), abs=1e-5)
+
+
+def test_a_llama_prm_reads_every_step_through_the_cache_as_the_hf_forward_does():
+    problems = TASK.problems("test", 3)
+    paths = [[FIRST[0], SECOND[0]], [FIRST[1], SECOND[1]], [FIRST[0]], []]
+    problems = [problems[0], problems[1], problems[0], problems[2]]
+    cached, whole = PRMScorer(TASK), PRMScorer(TASK, prefix_cache_mb=0)  # the shipped tiny-value as a PRM
+    assert cached.reader is not None and whole.reader is None
+    expected = whole.step_rewards(problems, paths)
+    assert [len(r) for r in expected] == [2, 2, 1, 1]
+    got = cached.step_rewards(problems, paths)
+    assert [len(r) for r in got] == [2, 2, 1, 1]
+    for rewards, reference_rewards in zip(got, expected, strict=True):
+        assert rewards == pytest.approx(reference_rewards, abs=1e-5)
+    # the first path's first step is the third path: read once, and each second step computes about its own tokens
+    assert cached.reader.computed < cached.reader.asked
+    assert cached.score(problems, paths).values == pytest.approx(whole.score(problems, paths).values, abs=1e-5)
 
 
 def test_other_architectures_are_read_by_the_hf_forward():

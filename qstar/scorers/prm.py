@@ -33,12 +33,18 @@ class PRMScorer:
     positive_label: int = option(1, "the class whose probability is the reward")
     batch_size: int = option(32, "paths per forward pass")
     device: str | None = option(None, "auto (None: cuda when visible, else cpu), cpu, cuda or cuda:N")
+    prefix_cache_mb: int = option(
+        1024,
+        "a Llama PRM keeps the keys and values of the paths it read, so a step computes only its own tokens "
+        "(0: the transformers forward on whole paths; the same rewards)",
+    )
     uses_verifier: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         from transformers import AutoModelForTokenClassification, AutoTokenizer  # loaded with a model, not on import
 
         from qstar.models import device_of
+        from qstar.scorers.value_reader import CachedValueReader
 
         if self.aggregate not in AGGREGATES:
             raise QstarError(f"unknown aggregation {self.aggregate!r}; choose from {', '.join(AGGREGATES)}")
@@ -49,12 +55,17 @@ class PRMScorer:
         self.model = model.to(device_of(self.device)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.tag = self.task.separator if self.step_tag is None else self.step_tag
+        self.reader = CachedValueReader.of(
+            self.model, self.tokenizer, self.tag, self.positive_label, self.prefix_cache_mb
+        )
 
     def step_rewards(self, problems: list[Problem], paths: list[list[str]]) -> list[list[float]]:
         """The positive-class probability at each step's tag (at the prompt's end for an empty path)."""
         from qstar.models import step_probabilities
 
         prompts = [self.task.render(p, []) for p in problems]
+        if self.reader is not None:
+            return self.reader.read_steps(prompts, paths, self.batch_size)
         return step_probabilities(
             self.model, self.tokenizer, prompts, paths, self.tag, self.positive_label, self.batch_size
         )

@@ -44,12 +44,7 @@ class ValueScorer:
         model, self.tokenizer = value_model_from(folder)
         self.model = model.to(device_of(self.device)).eval()
         self.ground = VerifierScorer(self.task) if self.ground_truth else None
-        cached = self.prefix_cache_mb > 0 and CachedValueReader.supports(self.model)
-        self.reader = (
-            CachedValueReader(self.model, self.tokenizer, self.task.separator, cache_mb=self.prefix_cache_mb)
-            if cached
-            else None
-        )
+        self.reader = CachedValueReader.of(self.model, self.tokenizer, self.task.separator, 1, self.prefix_cache_mb)
 
     @property
     def uses_verifier(self) -> bool:

@@ -35,6 +35,14 @@ class CachedValueReader:
         self.computed = self.asked = 0  # tokens run through the model, tokens of the paths read
 
     @classmethod
+    def of(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, separator: str, positive: int, cache_mb: int
+    ) -> CachedValueReader | None:
+        """The reader for a scorer's model, or None where the scorer reads whole paths through the transformers
+        forward: a cache of 0 MB, or an architecture the lean decoder does not run."""
+        return cls(model, tokenizer, separator, positive, cache_mb) if cache_mb > 0 and cls.supports(model) else None
+
+    @classmethod
     def supports(cls, model: PreTrainedModel) -> bool:
         """Whether the lean decoder runs this model (a bias-free SiLU Llama token classifier)."""
         if not isinstance(model, LlamaForTokenClassification):
@@ -58,6 +66,23 @@ class CachedValueReader:
         uncached = {seq: len(seq) - self.cached_length(seq) for seq in prompt_ends}
         reading = self.run_batches(sorted(uncached, key=uncached.__getitem__), batch_size)
         return [reading[seq] for seq in rows]
+
+    def read_steps(self, prompts: list[str], paths: list[list[str]], batch_size: int = 256) -> list[list[float]]:
+        """Each path's reading at every step (a PRM's step rewards; at the prompt's end for an empty path), as
+        `step_probabilities` reads them: its prefixes, read shortest first, so each computes its own step only."""
+
+        def depths(path: list[str]) -> range:
+            return range(1, len(path) + 1) if path else range(1)
+
+        wanted = dict.fromkeys(
+            (q, tuple(path[:d])) for q, path in zip(prompts, paths, strict=True) for d in depths(path)
+        )
+        reading: dict[tuple[str, tuple[str, ...]], float] = {}
+        for depth in sorted({len(steps) for _, steps in wanted}):
+            level = [key for key in wanted if len(key[1]) == depth]
+            values = self.read([q for q, _ in level], [list(steps) for _, steps in level], batch_size)
+            reading.update(zip(level, values, strict=True))
+        return [[reading[q, tuple(path[:d])] for d in depths(path)] for q, path in zip(prompts, paths, strict=True)]
 
     def run_batches(self, order: list[tuple[int, ...]], batch_size: int) -> dict[tuple[int, ...], float]:
         """Read sequences in batches of `batch_size` in the order given, caching each one (its extensions follow)."""
