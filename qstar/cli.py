@@ -446,7 +446,8 @@ def print_solve(result: dict, console: Console) -> None:
         verdict = f"answer: {answer}"
     else:
         verdict = f"[green]solved[/]: {answer}" if result["solved"] else f"[red]not solved[/] (answer: {answer})"
-    console.print(f"{verdict}  ({result['tokens']} tokens, {result['calls']} model calls)")
+    calls = result["calls"]
+    console.print(f"{verdict}  ({result['tokens']} tokens, {calls} model call{'' if calls == 1 else 's'})")
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:

@@ -85,6 +85,8 @@ def test_left_list_is_a_multiset_and_solution_verifies():
     assert TASK.verify(p, steps) and TASK.final_answer(p, steps) == "(13 - 9) * (10 - 4)"
     assert not TASK.verify(p, steps[:2]) and not TASK.is_complete(p, steps[:2])
     assert not TASK.verify(problem([4, 9, 10, 13], 25), steps)
+    wrong = ["13 - 9 = 5 (left: 4 5 10)", "10 - 5 = 5 (left: 4 5)", "4 * 5 = 20 (left: 20)"]
+    assert TASK.final_answer(p, wrong) is None  # the operations would build (13 - 9) * ..., the play is illegal
 
 
 def test_solvability_matches_solver():

@@ -88,7 +88,7 @@ class Countdown:
 
     def parse_problem(self, text: str, answer: str | None = None) -> Problem:
         numbers, target = source.parse_text(text, 24 if self.preset == "game24" else None)
-        return source.make_problem("text", numbers, target)
+        return source.make_problem("text", self.game_numbers(numbers), target)
 
     def problem_from_args(self, args: Mapping[str, Any]) -> Problem:
         if args.get("problem"):
@@ -98,7 +98,16 @@ class Countdown:
         if args.get("target") is None and self.preset != "game24":
             raise QstarError("--target is required for countdown")
         target = 24 if args.get("target") is None else source.parse_target(args["target"])
-        return source.make_problem("cli", source.parse_numbers(args["numbers"]), target)
+        return source.make_problem("cli", self.game_numbers(source.parse_numbers(args["numbers"])), target)
+
+    def game_numbers(self, numbers: list[int]) -> list[int]:
+        """A user's numbers, checked: the Game of 24 is played with four (countdown takes two or more)."""
+        if self.preset == "game24" and len(numbers) != 4:
+            shown = " ".join(map(str, numbers))
+            raise QstarError(
+                f"the Game of 24 takes four numbers, got {len(numbers)} ({shown}); --task countdown takes any"
+            )
+        return numbers
 
     # ---- steps ----------------------------------------------------------------------------------------
 
@@ -150,5 +159,8 @@ class Countdown:
         return source.make_problem(f"{problem.id}-to-{left[0]}", problem.meta["numbers"], left[0], hindsight=True)
 
     def final_answer(self, problem: Problem, steps: list[str]) -> str | None:
-        """The full expression of a legal solution, e.g. `(10 - 4) * (13 - 9)`."""
+        """The full expression of a legal play that used every number, e.g. `(10 - 4) * (13 - 9)`; None when a step
+        is illegal (a wrong result or numbers left), whatever the operations it names would build."""
+        if self.left_after(problem, steps) is None:
+            return None
         return expression(problem.meta["numbers"], steps)
