@@ -2,7 +2,8 @@
 greedy target: each arm fine-tunes the policy on exact first-step labels of Game-of-24 puzzles (the exhaustive
 solver decides which first steps keep a puzzle solvable: statistics only, never the data of a shipped model) and
 measures greedy on the 100 test games (ranks 901-1,000 by difficulty) and on train puzzles of their difficulty
-(ranks 801-900 and 1,001-1,100): the odd ranks left out of every arm's records, the even ones in them. Beside it,
+(ranks 801-900 and 1,001-1,100): the odd ranks left out of every arm's records, the even ones in them; and the
+legal first step the policy finds likeliest as a whole (`first_steps.py`), in case decoding is what fails. Beside it,
 the value model's pick among every legal first step, the same question asked of a discriminative model.
 
     python benchmarks/first_step_ceiling.py                          # the shipped models, every arm (~28 min)
@@ -17,7 +18,7 @@ import random
 import time
 
 import torch
-from first_steps import solvable  # the sibling benchmark (this folder is on sys.path when run as a script)
+from first_steps import likeliest_legal_first_step, solvable  # the sibling benchmark (this folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -96,6 +97,11 @@ def greedy(policy: TinyPolicy, problems: list, task=TASK) -> tuple[float, float]
     return sum(t.solved for t in trees) / len(trees), alive / len(trees)
 
 
+def likeliest(policy: TinyPolicy, problems: list) -> float:
+    """The share of problems whose legal first step the policy finds likeliest as a whole keeps them solvable."""
+    return sum(is_solvable(likeliest_legal_first_step(policy, TASK, p)[1], 24) for p in problems) / len(problems)
+
+
 def value_pick(path: str, problems: list, task=TASK) -> float:
     """The share of problems where the value model's best-scored legal first step keeps the puzzle solvable."""
     labelled = [first_steps(problem) for problem in problems]
@@ -134,7 +140,8 @@ def main() -> None:
     unseen, seen = near_test(TASK.problems("train"))
     start = resolve(args.policy)
     table = Table(title=f"greedy's first step after training on exact first-step labels (from {args.policy})")
-    cols = ("arm", "records", "seconds", "test: greedy", "first step", "vs start", "unseen: first step", "seen")
+    cols = ("arm", "records", "seconds", "test: greedy", "first step", "vs start", "likeliest")
+    cols += ("unseen: first step", "likeliest", "seen: first step", "likeliest")
     for col in cols:
         table.add_column(col, justify="left" if col == "arm" else "right")
 
@@ -142,8 +149,9 @@ def main() -> None:
         solved, alive = greedy(policy, test)
         table.add_row(
             name, count, seconds, f"{solved:.0%}", f"{alive:.0%}",
-            f"{alive / base:.2f}x" if base else "1.00x",
-            f"{greedy(policy, unseen)[1]:.0%}", f"{greedy(policy, seen)[1]:.0%}",
+            f"{alive / base:.2f}x" if base else "1.00x", f"{likeliest(policy, test):.0%}",
+            f"{greedy(policy, unseen)[1]:.0%}", f"{likeliest(policy, unseen):.0%}",
+            f"{greedy(policy, seen)[1]:.0%}", f"{likeliest(policy, seen):.0%}",
         )  # fmt: skip
         return alive
 
