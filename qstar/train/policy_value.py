@@ -39,10 +39,12 @@ def policy_value_dataset(
     policy_rows = [sft_row(tokenizer, r) for r in sft]
     if cfg.merge_prefixes:
         policy_rows = merged_rows(policy_rows)
+    value_rows = [value_row(tokenizer, r, separator) for r in values]  # tokenised once, however many passes
     rows = [{**row, "tags": [], "labels": []} for row in passes(policy_rows, cfg.epochs, cfg.seed)]
-    for r in passes(values, cfg.value_epochs, cfg.seed):
-        row = value_row(tokenizer, r, separator)
-        rows.append({**row, "completion_mask": [0] * len(row["input_ids"])})
+    rows += [
+        {**row, "completion_mask": [0] * len(row["input_ids"])}
+        for row in passes(value_rows, cfg.value_epochs, cfg.seed)
+    ]
     return Dataset.from_list(rows)
 
 
