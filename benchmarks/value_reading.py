@@ -71,9 +71,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         solved = sum(t.solved for t in trees)
         rows.append((label, seconds, clock.seconds, solved, sum(t.tokens for t in trees) / len(trees)))
-    title = f"{args.scorer} reading in the data search: {args.limit} train puzzles, budget {args.budget}"
-    table = Table(title=title)
-    for col in (f"{args.scorer} read by", "search s", "ratio", f"{args.scorer} s", "ratio", "solved", "tokens/puzzle"):
+    name, short = {"value": ("value model", "value"), "prm": ("PRM", "PRM")}[args.scorer]
+    table = Table(title=f"{name} reading in the data search: {args.limit} train puzzles, budget {args.budget}")
+    for col in (f"{name} read by", "search s", "ratio", f"{short} s", "ratio", "solved", "tokens/puzzle"):
         table.add_column(col, justify="right")
     (_, base_search, base_value, _, _) = rows[0]
     for label, seconds, value_s, solved, tokens in rows:
