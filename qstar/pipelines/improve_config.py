@@ -50,6 +50,11 @@ class ImproveConfig:
         " and partial ones 0, so a search spends its tokens on its own expansions)",
     )
     hindsight: bool = option(False, "also learn from legal plays relabelled with the target they reached")
+    legal_steps: bool = option(
+        False,
+        "the tiny policy writes only the task's legal next steps in every search, data and evaluation (a task that "
+        "lists them: countdown, game24)",
+    )
     search_targets: bool = option(
         False,
         "also fine-tune the policy toward the search's choices: at every node where it compared steps, each step "
@@ -130,6 +135,7 @@ class ImproveConfig:
         if self.lora:
             self.lora_settings.peft()  # a bad rank or target list fails here
         if self.served:
+            check(not self.legal_steps, "legal_steps keeps the tiny policy to the legal steps; a server cannot")
             check(bool(self.train_model), "a server's weights cannot be read: name them with train_model")
             check(resolve(self.train_model).exists(), f"train_model: nothing at {self.train_model}")
         else:

@@ -27,14 +27,25 @@ def is_tiny_checkpoint(path: Path) -> bool:
 
 @register_policy("tiny")
 def tiny(
-    path: str = "tiny", seed: int = 0, device: str | None = None, max_step_tokens: int = 40, prefix_cache_mb: int = 512
+    path: str = "tiny",
+    seed: int = 0,
+    device: str | None = None,
+    max_step_tokens: int = 40,
+    prefix_cache_mb: int = 512,
+    legal_steps: bool = False,
 ) -> Policy:
     """qstar's built-in tiny model (`tiny` is the shipped improved checkpoint) on its fast KV-cached decoder;
-    `prefix_cache_mb` bounds the keys and values kept for the prompts a search asks next (0 turns it off)."""
+    `prefix_cache_mb` bounds the keys and values kept for the prompts a search asks next (0 turns it off); with
+    `legal_steps` it writes only the steps the task lists as legal next (countdown, game24: its move generator)."""
     from qstar.policy.tiny import TinyPolicy
 
     return TinyPolicy.from_pretrained(
-        model_folder(path), device=device, seed=seed, max_step_tokens=max_step_tokens, prefix_cache_mb=prefix_cache_mb
+        model_folder(path),
+        device=device,
+        seed=seed,
+        max_step_tokens=max_step_tokens,
+        prefix_cache_mb=prefix_cache_mb,
+        legal_steps=legal_steps,
     )
 
 

@@ -7,7 +7,8 @@ seed alone, not on what else shares the call, so a problem searched in any batch
 steps; without, they come from the policy's own stream (`seed()`). A prefix the backend cannot serve (a prompt
 longer than the context, a request that keeps failing) fails alone: `BackendError` names it and carries the other
 prefixes' steps. A backend that can also sample a prefix's `n` steps without replacement (`n` different steps)
-takes `distinct`; a search asking it of one that cannot gets ordinary samples, repeats merged.
+takes `distinct`; a search asking it of one that cannot gets ordinary samples, repeats merged. One that can keep a
+prefix's steps to a list (the task's legal next steps) takes `allowed` and says so with a true `legal_steps`.
 """
 
 from __future__ import annotations

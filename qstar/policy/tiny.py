@@ -12,6 +12,7 @@ from qstar.checkpoints import DEFAULT_POLICY
 from qstar.models import device_of, load_causal_lm, load_tokenizer
 from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.decoding import LlamaDecoder
+from qstar.policy.legal import StepTrie
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
 from qstar.policy.sampling import gumbels, inverse_cdf, seeded_uniforms, truncated_gumbels
 from qstar.policy.tokenizer import char_tokenizer
@@ -48,6 +49,7 @@ class TinyPolicy:
         max_step_tokens: int = 40,
         seed: int = 0,
         prefix_cache_mb: int = 512,
+        legal_steps: bool = False,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -60,6 +62,7 @@ class TinyPolicy:
         self.device = model.device  # proposals run where the model's weights are (CPU or CUDA)
         self.stream = random.Random(seed)  # seeds of prefixes sampled without one of their own
         self.prefixes = PrefixCache(prefix_cache_mb << 20)  # a search's next prompt extends its last: reuse its keys
+        self.legal_steps = legal_steps  # searches hand it the task's legal next steps, and it writes only those
 
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_POLICY, device: str | None = None, **kwargs) -> TinyPolicy:
@@ -87,12 +90,36 @@ class TinyPolicy:
         temperature: float = 0.0,
         seeds: list[int] | None = None,
         distinct: bool = False,
+        allowed: list[list[str] | None] | None = None,
     ) -> list[list[Step]]:
         """`n` next steps for each prefix (see `qstar.policy.base` for the contract); greedy at temperature 0, `n`
-        different ones with `distinct` (sampled without replacement). Log-probs are under the untempered model."""
+        different ones with `distinct` (sampled without replacement). With `allowed` (one list a prefix, None for
+        any step) a prefix's steps are drawn from the model restricted to its list (fewer than `n` different ones
+        where the list is shorter). Log-probs are under the untempered, unrestricted model."""
         seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
-        generate = lambda rows, k, row_seeds: self.generate(rows, k, temperature, row_seeds, distinct)  # noqa: E731
-        return propose_batch(prefixes, n, temperature, self.prepare, generate, seeds)
+        if allowed is not None and len(allowed) != len(prefixes):
+            raise ValueError(f"{len(allowed)} lists of allowed steps for {len(prefixes)} prefixes: give one per prefix")
+        steps_of = dict(zip(prefixes, allowed, strict=True)) if allowed is not None else {}
+
+        def prepare(prefix: str) -> tuple[tuple[list[int], list[str] | None], str]:
+            ids, why = self.prepare(prefix)
+            return (ids, steps_of.get(prefix)), why
+
+        def generate(rows, k, row_seeds):
+            prompts, lists = zip(*rows, strict=True) if rows else ((), ())
+            trie = self.trie(list(lists)) if any(lists) else None
+            return self.generate(list(prompts), k, temperature, row_seeds, distinct, trie)
+
+        return propose_batch(prefixes, n, temperature, prepare, generate, seeds)
+
+    def trie(self, lists: list[list[str] | None]) -> StepTrie:
+        """The allowed steps of each prompt as one token trie, each step ended by the separator (a step's only end:
+        the policy is trained on steps so ended, never on end-of-sequence)."""
+        ids = [
+            None if steps is None else [self.tokenizer(s, add_special_tokens=False)["input_ids"] for s in steps]
+            for steps in lists
+        ]
+        return StepTrie(ids, [self.separator_id], self.decoder.head.shape[0], self.device)
 
     @torch.inference_mode()
     def generate(
@@ -102,12 +129,14 @@ class TinyPolicy:
         temperature: float,
         seeds: list[int] | None = None,
         distinct: bool = False,
+        trie: StepTrie | None = None,
     ) -> list[list[Step]]:
         """`n` steps after each prompt (token ids, each shorter than the context); identical prompts share one
         prefill, a prompt's longest cached prefix is not computed again, and each prompt's `n` samples draw from
-        its own seed (`seeds`, one per prompt; needed above temperature 0), whatever else is in the batch."""
+        its own seed (`seeds`, one per prompt; needed above temperature 0), whatever else is in the batch. With
+        `trie` (roots in prompt order) each prompt writes only the steps it allows."""
         if distinct and n > 1 and temperature > 0:
-            return self.generate_distinct(prompts, n, temperature, seeds)
+            return self.generate_distinct(prompts, n, temperature, seeds, trie)
         width, steps, by_sample, (keys, values), logits, next_pos, key_mask = self.start(prompts, n)
         dev = self.device
         count = len(next_pos)  # rows: n samples of each prompt
@@ -117,6 +146,7 @@ class TinyPolicy:
         row_tokens = generated.clone()  # by current row: no boolean indexing in the loop
         row_logprob = logprob.clone()
         running = torch.ones(count, dtype=torch.bool, device=dev)
+        node = trie.roots.repeat_interleave(n) if trie is not None else None  # each row's place in its trie
         uniform = None
         if temperature > 0:
             if seeds is None:
@@ -125,11 +155,16 @@ class TinyPolicy:
         remember = self.prefixes.max_bytes > 0
         for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
+            if node is not None:
+                logits = trie.mask(logits.float(), node)  # type: ignore[union-attr]
             if temperature > 0:
-                probs = logp.exp() if temperature == 1 else torch.softmax(logits.float() / temperature, dim=-1)
+                plain = temperature == 1 and node is None
+                probs = logp.exp() if plain else torch.softmax(logits.float() / temperature, dim=-1)
                 token = inverse_cdf(probs, uniform[:, t])  # type: ignore[index]
             else:
                 token = logits.argmax(dim=-1)
+            if node is not None:
+                node = trie.advance(node, token)  # type: ignore[union-attr]
             row_tokens[:, t] = token.masked_fill(~running, -1)
             row_logprob += logp.gather(1, token[:, None]).squeeze(1).masked_fill(~running, 0.0)
             running &= (token != self.separator_id) & (token != self.tokenizer.eos_token_id)
@@ -148,6 +183,7 @@ class TinyPolicy:
                 next_pos, row_tokens, row_logprob = next_pos[keep], row_tokens[keep], row_logprob[keep]
                 keys, values, key_mask = keys[:, keep], values[:, keep], key_mask[keep]
                 uniform = uniform[keep] if uniform is not None else None
+                node = node[keep] if node is not None else None
             key_mask[:, width + t] = True  # the slot this step's token is written to
             mask = key_mask[:, None, None]  # every slot, the unwritten ones masked: the cache is attended whole
             logits = self.decoder.forward(token[:, None], next_pos[:, None], (keys, values), width + t, mask)
@@ -181,14 +217,19 @@ class TinyPolicy:
 
     @torch.inference_mode()
     def generate_distinct(
-        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int] | None
+        self,
+        prompts: list[list[int]],
+        n: int,
+        temperature: float,
+        seeds: list[int] | None,
+        trie: StepTrie | None = None,
     ) -> list[list[Step]]:
         """`n` different steps after each prompt, sampled without replacement from the tempered model by stochastic
         beam search (Kool et al., 2019): each prompt keeps a beam of `n` sequences ranked by Gumbel-perturbed
         log-probabilities, every child's perturbation conditioned on its parent's, so the beam's top-`n` at the end
         is a sample of `n` distinct steps; the first is distributed as one ordinary sample. Each prompt's Gumbels
         come from its own seed. A search that samples a node's first steps 32 times gets ~10 distinct ones from a
-        confident policy; this gets 32, as many tokens generated."""
+        confident policy; this gets 32, as many tokens generated. With `trie`, fewer where a prompt allows fewer."""
         if seeds is None:
             raise ValueError("sampling needs one seed per prompt")
         vocab = self.decoder.head.shape[0]
@@ -207,10 +248,14 @@ class TinyPolicy:
         logprob = torch.zeros(beams, device=dev)  # under the model itself
         tokens = torch.full((beams, steps), -1, device=dev)
         running = torch.ones(beams, dtype=torch.bool, device=dev)
+        node = trie.roots.repeat_interleave(n) if trie is not None else None
         ends = torch.tensor([self.separator_id, self.tokenizer.eos_token_id], device=dev)
         for t in range(steps):
             logp = torch.log_softmax(logits.float(), dim=-1)
-            logq = logp if temperature == 1 else torch.log_softmax(logits.float() / temperature, dim=-1)
+            if node is not None:
+                logits = trie.mask(logits.float(), node)  # type: ignore[union-attr]
+            plain = temperature == 1 and node is None
+            logq = logp if plain else torch.log_softmax(logits.float() / temperature, dim=-1)
             children = (tempered[:, None] + logq).masked_fill(~running[:, None], -torch.inf)
             extended = truncated_gumbels(perturbed.view(-1), children, noise[:, :, t].reshape(beams, vocab))
             stay = perturbed.view(-1).masked_fill(running, -torch.inf)  # a finished step is its own only child
@@ -225,12 +270,14 @@ class TinyPolicy:
             logprob = logprob[parent] + torch.where(extends, logp[parent, token], 0.0)
             tokens = tokens[parent]
             tokens[:, t] = torch.where(extends, token, -1)
+            if node is not None:
+                node = torch.where(extends, trie.advance(node[parent], token), node[parent])  # type: ignore[union-attr]
             moved = (parent != beam_index).nonzero().squeeze(1)
             if t > 0 and len(moved):  # a beam that took another's place continues from its steps' keys and values
                 fresh = slice(width, width + t)  # the prompt's are the same in all of a prompt's beams
                 keys[:, moved, :, fresh] = keys[:, parent[moved], :, fresh]
                 values[:, moved, :, fresh] = values[:, parent[moved], :, fresh]
-            running = running[parent] & extends & ~torch.isin(token, ends)
+            running = running[parent] & extends & ~torch.isin(token, ends) & (best.view(-1) > -torch.inf)
             if not running.any() or t == steps - 1:
                 break
             key_mask[:, width + t] = True
@@ -240,9 +287,14 @@ class TinyPolicy:
         if self.prefixes.max_bytes > 0:
             self.remember(keys, values, range(beams), list(range(beams)), tokens, by_sample)
         order = perturbed.argsort(dim=1, descending=True)  # the beam's sample order: its first is an ordinary sample
+        sampled = (perturbed > -torch.inf).tolist()  # a beam no sequence reached (fewer allowed steps than n): none
         sequences, logprobs = tokens.tolist(), logprob.tolist()
         return [
-            [self._step([x for x in sequences[p * n + b] if x >= 0], logprobs[p * n + b]) for b in order[p].tolist()]
+            [
+                self._step([x for x in sequences[p * n + b] if x >= 0], logprobs[p * n + b])
+                for b in order[p].tolist()
+                if sampled[p][b]
+            ]
             for p in range(len(prompts))
         ]
 

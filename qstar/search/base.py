@@ -25,6 +25,7 @@ class Propose:
     n: int = 1
     temperature: float = 0.0
     distinct: bool = False  # the n steps of a prefix sampled without replacement, where the policy can
+    allowed: list[list[str] | None] | None = None  # each prefix's legal next steps, where proposals keep to them
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Context:
     budget: int | None = None  # most generated tokens for this problem; None: the search's own limits only
     step_tokens: int = 48  # most tokens one proposed step can cost (the policy's cap)
     score_tokens: Callable[[Problem, list[str]], int] = lambda problem, path: 0  # the scorer's worst case
+    legal: bool = False  # proposals keep to the task's legal next steps (a task that lists them, a policy that can)
 
 
 class Search(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from qstar.errors import BackendError
+from qstar.errors import BackendError, QstarError
 from qstar.policy.base import Policy, takes, takes_seeds
 from qstar.scorers.base import Scorer
 from qstar.search.base import Commit, Context, Propose, Score, Search, SearchRun
@@ -40,6 +40,9 @@ class Batcher:
         self.task, self.policy, self.scorer, self.seed = task, policy, scorer, seed
         self.seeded = seed is not None and takes_seeds(policy.propose)
         self.distinct = takes(policy.propose, "distinct")  # else a request for distinct steps gets ordinary ones
+        self.legal = bool(getattr(policy, "legal_steps", False))  # proposals keep to the task's legal next steps
+        if self.legal and not hasattr(task, "legal_steps"):
+            raise QstarError(f"the policy's legal_steps needs a task that lists its legal steps; {task.name} does not")
         self.scorer_seeded = seed is not None and scorer is not None and takes_seeds(scorer.score)
         self.jobs: list[Job] = []  # in the order they joined: the order of their prefixes in a call
         self.policy_calls = self.scorer_calls = 0
@@ -63,6 +66,7 @@ class Batcher:
             budget=budget,
             step_tokens=self.policy.max_step_tokens,
             score_tokens=self.scorer.max_tokens if self.scorer is not None else Context.score_tokens,
+            legal=self.legal,
         )
         job = Job(problem, search.run(problem, ctx), on_tree, on_commit, self.seed if seed is None else seed)
         self.jobs.append(job)
@@ -136,7 +140,9 @@ class Batcher:
     def propose(self, members: list[Job], n: int, temperature: float, distinct: bool):
         self.policy_calls += 1
         prefixes = [p for job in members for p in job.request.prefixes]
-        options = {"distinct": True} if distinct else {}
+        options: dict = {"distinct": True} if distinct else {}
+        if self.legal:  # every job's context lists them
+            options["allowed"] = [steps for job in members for steps in job.request.allowed or []]
         if self.seeded:
             options["seeds"] = self.seeds(members, lambda job: len(job.request.prefixes))
         return self.policy.propose(prefixes, n=n, temperature=temperature, **options)

@@ -7,9 +7,10 @@ use it with `yield from`.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 from qstar.search.base import Context, Propose, Score
-from qstar.tasks.base import Task
+from qstar.tasks.base import LegalSteps, Task
 from qstar.types import Node, Problem, Scores, Step, Tree
 
 
@@ -33,8 +34,8 @@ def extend(task: Task, problem: Problem, node: Node, step: Step) -> Node:
 
 
 def expand(tree: Tree, ctx: Context, nodes: list[Node], n: int = 1, temperature: float = 0.0, distinct: bool = False):
-    """Propose `n` steps under each node (`distinct`: without replacement, where the policy can); returns, per
-    node, the child each proposal leads to.
+    """Propose `n` steps under each node (`distinct`: without replacement, where the policy can; `ctx.legal`: only
+    the task's legal next steps); returns, per node, the child each proposal leads to.
 
     A step text already under the node leads to the existing child, so repeats can be counted (votes) or
     dropped (`unique`). Yields one `Propose`; use with `yield from`. Callers check `affordable` first.
@@ -42,7 +43,9 @@ def expand(tree: Tree, ctx: Context, nodes: list[Node], n: int = 1, temperature:
     if not nodes:
         return []
     prompts = [ctx.task.render(tree.problem, node.texts()) for node in nodes]
-    proposals = yield Propose(prompts, n, temperature, distinct)
+    lister = cast(LegalSteps, ctx.task)
+    allowed = [lister.legal_steps(tree.problem, node.texts()) for node in nodes] if ctx.legal else None
+    proposals = yield Propose(prompts, n, temperature, distinct, allowed)
     tree.tokens += sum(step.tokens for steps in proposals for step in steps)
     tree.calls += len(proposals)
     children = []

@@ -90,6 +90,15 @@ class Task(Protocol):
         ...
 
 
+class LegalSteps(Protocol):
+    """A task that can also list every legal next step (countdown's move generator): a policy that keeps to the
+    list (the tiny policy's `legal_steps`) never writes an illegal one."""
+
+    def legal_steps(self, problem: Problem, steps: list[str]) -> list[str] | None:
+        """Every legal step after the (legal) `steps`, or None where there is none to list (the play is over)."""
+        ...
+
+
 TASKS: Registry[Task] = Registry("task", "qstar.tasks")
 register_task = TASKS.register
 

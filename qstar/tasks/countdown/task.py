@@ -13,7 +13,7 @@ from qstar.config import option
 from qstar.errors import QstarError
 from qstar.tasks.base import StepCheck, register_task
 from qstar.tasks.countdown import problems as source
-from qstar.tasks.countdown.rules import check, expression
+from qstar.tasks.countdown.rules import check, expression, legal_moves, move_step
 from qstar.types import Prefix, Problem
 
 
@@ -128,6 +128,14 @@ class Countdown:
         """The numbers left (a multiset) and the target: all that decides how the play can go on."""
         left = self.left_after(problem, steps)
         return None if left is None else (tuple(sorted(left)), problem.meta["target"])
+
+    def legal_steps(self, problem: Problem, steps: list[str]) -> list[str] | None:
+        """Every legal next step in the canonical format (the move generator: rules, not a solver); None after an
+        illegal or the last step."""
+        numbers = self.left_after(problem, steps)
+        if numbers is None or len(numbers) < 2:
+            return None
+        return list(dict.fromkeys(move_step(numbers, move)[0] for move in legal_moves(numbers)))
 
     def check_step(self, problem: Problem, steps: list[str], step: str) -> StepCheck:
         numbers = self.left_after(problem, steps)
