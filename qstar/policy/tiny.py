@@ -115,10 +115,7 @@ class TinyPolicy:
     def trie(self, lists: list[list[str] | None]) -> StepTrie:
         """The allowed steps of each prompt as one token trie, each step ended by the separator (a step's only end:
         the policy is trained on steps so ended, never on end-of-sequence)."""
-        ids = [
-            None if steps is None else [self.tokenizer(s, add_special_tokens=False)["input_ids"] for s in steps]
-            for steps in lists
-        ]
+        ids = [self.tokenizer(steps, add_special_tokens=False)["input_ids"] if steps else None for steps in lists]
         return StepTrie(ids, [self.separator_id], self.decoder.head.shape[0], self.device)
 
     @torch.inference_mode()
