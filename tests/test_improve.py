@@ -204,17 +204,15 @@ def test_without_rollouts_the_first_search_is_scored_by_the_verifier_alone(tmp_p
 
 
 def test_legal_steps_keep_every_search_of_the_run_to_the_tasks_legal_steps(tmp_path):
-    """`legal_steps`: the data search's and the evaluation's policy write only legal steps; a server cannot."""
-    from qstar.errors import QstarError
-
+    """`legal_steps`: the data search's and the evaluation's policy write only legal steps, a server's through its
+    constrained decoding."""
     run = Improve(small_config(legal_steps=True), tmp_path)
     assert (
         run.replica(0).policy_options["legal_steps"] and run.replica(0, evaluation=True).policy_options["legal_steps"]
     )
     assert run.models(0)[0].legal_steps  # the loaded policy keeps to the lists its searches hand it
     assert not Improve(small_config(), tmp_path / "b").replica(0).policy_options.get("legal_steps")
-    with pytest.raises(QstarError, match="a server cannot"):
-        small_config(legal_steps=True, policy="http://127.0.0.1:9/v1", train_model="tiny")
+    assert small_config(legal_steps=True, policy="http://127.0.0.1:9/v1", train_model="tiny").legal_steps
 
 
 def test_a_shared_trunk_run_keeps_one_network_for_policy_and_value(tmp_path):

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
-from qstar.errors import BackendError
+from qstar.errors import BackendError, QstarError
 from qstar.pipelines.evaluate import evaluate
 from qstar.policy import load_policy
-from qstar.policy.openai import OpenAIPolicy
+from qstar.policy.openai import OpenAIPolicy, constrain
 from qstar.scorers import VerifierScorer
 from qstar.search import get_search, run_search
 from qstar.tasks import get_task
@@ -105,6 +106,24 @@ def test_llama_searches_gsm8k_within_budget(llama, gsm8k, name, params, budget):
 
 
 # ---- a misbehaving server ------------------------------------------------------------------------------------
+
+
+@needs_llama
+@pytest.mark.slow
+def test_llama_kept_to_the_legal_steps_by_a_grammar_writes_only_them(llama):
+    """With `legal_steps`, llama.cpp's grammar keeps SmolLM2 (which, free, writes prose on countdown) to the legal
+    steps, greedy and sampled, each ended at the separator as a free step is; a search takes no illegal step."""
+    task = get_task("countdown")
+    problems = task.problems("val_target", limit=2)
+    policy = OpenAIPolicy(llama.url, max_step_tokens=40, legal_steps=True, constraint="llama.cpp")
+    prefixes = [task.render(p, []) for p in problems]
+    allowed = [task.legal_steps(p, []) for p in problems]
+    for temperature in (0.0, 1.0):
+        proposed = policy.propose(prefixes, n=2, temperature=temperature, allowed=allowed)
+        for steps, legal in zip(proposed, allowed, strict=True):
+            assert all(s.text in legal and not s.done and s.logprob < 0 for s in steps) and steps[0].tokens > 0
+    trees = run_search(get_search("greedy"), problems, task, policy, VerifierScorer(task), budget=300)
+    assert all(node.legal for tree in trees for node in tree.nodes() if node.step is not None)
 
 
 def test_server_errors_are_retried_until_it_recovers():
@@ -236,3 +255,24 @@ def test_server_url_model_and_key_from_the_environment(monkeypatch):
         load_policy("openai", model="flag-model", api_key="sk-flag").propose([QUESTION])
         assert server.requests[-1]["model"] == "flag-model"
         assert server.headers[-1]["Authorization"] == "Bearer sk-flag"
+
+
+def test_legal_steps_are_asked_in_the_servers_form_and_a_server_that_ignores_them_is_one_line():
+    steps = ["1 + 2 = 3 (left: 3)", "2 * 1 = 2 (left: 2)"]
+    regex = constrain(steps, "\n", "vllm")["structured_outputs"]["regex"]
+    texts = [steps[0] + "\n", steps[1] + "\n", "1 + 2 = 3 (left: 4)\n", steps[0], "1 + 2 = 3 (left: 3)x\n"]
+    assert [bool(re.fullmatch(regex, text)) for text in texts] == [True, True, False, False, False]
+    assert constrain(steps, "\n", "vllm-guided") == {"guided_regex": regex}
+    assert constrain(steps, "\n", "sglang") == {"regex": regex}
+    grammar = constrain(['say "hi"'], "\n", "llama.cpp")["grammar"]
+    assert grammar == 'root ::= ("say \\"hi\\"") "\\n"'
+    with FaultServer(Faults(reply="1 + 2 = 3 (left: 3)\n")) as server:
+        policy = fast(server.url, legal_steps=True)
+        (kept,), (free,) = policy.propose([QUESTION, "Q?"], allowed=[steps, None])
+        assert kept.text == steps[0] and free.text == steps[0]
+        asked = {r["prompt"]: r for r in server.requests}
+        assert asked[QUESTION]["structured_outputs"] == {"regex": regex} and "structured_outputs" not in asked["Q?"]
+    with FaultServer() as server, pytest.raises(QstarError, match="does it read 'vllm' constraints"):
+        fast(server.url, legal_steps=True).propose([QUESTION], allowed=[steps])  # it answers prose
+    with pytest.raises(QstarError, match="constraint must be one of"):
+        fast("http://127.0.0.1:9", constraint="outlines")

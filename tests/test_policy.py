@@ -203,6 +203,32 @@ def test_distinct_steps_are_different_seeded_and_the_first_is_an_ordinary_sample
         shipped_policy.propose([prefix], n=200, temperature=1.0, seeds=[1], distinct=True)
 
 
+def test_the_hf_backend_samples_distinct_steps_as_the_tiny_one_does(shipped_policy):
+    """The shipped weights on the Hugging Face backend: without replacement a prefix's n steps are n different ones,
+    the same for its seed in any batch, each with the log-prob an ordinary sample of it has, and the first
+    distributed as an ordinary sample (total variation over 2,000 seeds, as above)."""
+    from qstar.policy.hf import HFPolicy
+
+    policy = HFPolicy(shipped_policy.model, shipped_policy.tokenizer, max_step_tokens=40, batch_size=1024, chat=False)
+    prefix = PREFIXES[0]
+    (ordinary,) = policy.propose([prefix], n=32, temperature=1.0, seeds=[5])
+    (distinct,) = policy.propose([prefix], n=32, temperature=1.0, seeds=[5], distinct=True)
+    assert len({s.text for s in distinct}) == 32 > len({s.text for s in ordinary})
+    batch = policy.propose([PREFIXES[1], prefix], n=32, temperature=1.0, seeds=[9, 5], distinct=True)
+    assert [s.text for s in batch[1]] == [s.text for s in distinct]
+    assert all(s.tokens == len(s.text) + 1 for s in distinct)  # one token a character, and the separator
+    sampled = {s.text: s.logprob for s in ordinary}
+    common = [s for s in distinct if s.text in sampled]
+    assert common and all(s.logprob == pytest.approx(sampled[s.text], abs=1e-4) for s in common)
+    count = 2000
+    rows = policy.propose([prefix] * count, n=2, temperature=1.0, seeds=list(range(count)), distinct=True)
+    firsts = Counter(row[0].text for row in rows)
+    rows = policy.propose([prefix] * count, n=1, temperature=1.0, seeds=list(range(count, 2 * count)))
+    samples = Counter(row[0].text for row in rows)
+    gap = sum(abs(firsts[t] - samples[t]) for t in firsts | samples) / 2 / count
+    assert gap < 0.05, gap
+
+
 def test_truncated_gumbels_keep_the_parents_value_as_their_maximum_and_the_order_of_the_perturbed():
     from qstar.policy.sampling import gumbels, truncated_gumbels
 

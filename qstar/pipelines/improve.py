@@ -180,8 +180,8 @@ class Improve:
             policy, options = self.cfg.policy, {"seed": seed, "model": self.served_model(k)}
         else:
             policy, options = str(self.policy_path(k)), {"device": self.device, "seed": seed}
-            if self.cfg.legal_steps:
-                options["legal_steps"] = True
+        if self.cfg.legal_steps:
+            options["legal_steps"] = True
         path = self.value_path(k)
         blind = evaluation and self.task.verifier_needs_reference
         if path is not None:

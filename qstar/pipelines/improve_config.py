@@ -52,8 +52,8 @@ class ImproveConfig:
     hindsight: bool = option(False, "also learn from legal plays relabelled with the target they reached")
     legal_steps: bool = option(
         False,
-        "the tiny policy writes only the task's legal next steps in every search, data and evaluation (a task that "
-        "lists them: countdown, game24)",
+        "the policy writes only the task's legal next steps in every search, data and evaluation (a task that lists "
+        "them: countdown, game24; a server keeps to them through vLLM's structured outputs)",
     )
     search_targets: bool = option(
         False,
@@ -135,7 +135,6 @@ class ImproveConfig:
         if self.lora:
             self.lora_settings.peft()  # a bad rank or target list fails here
         if self.served:
-            check(not self.legal_steps, "legal_steps keeps the tiny policy to the legal steps; a server cannot")
             check(bool(self.train_model), "a server's weights cannot be read: name them with train_model")
             check(resolve(self.train_model).exists(), f"train_model: nothing at {self.train_model}")
         else:

@@ -58,9 +58,11 @@ def hf(
     max_step_tokens: int = 96,
     batch_size: int = 16,
     share_prefix: bool = True,
+    legal_steps: bool = False,
 ) -> Policy:
     """Any transformers causal LM from a folder or a `.gguf` file; CUDA in bf16 when visible, else CPU fp32. With
-    `share_prefix`, the prompt a batch shares (a task's worked examples) is computed once and its cache reused."""
+    `share_prefix`, the prompt a batch shares (a task's worked examples) is computed once and its cache reused; with
+    `legal_steps` it writes only the steps the task lists as legal next."""
     from qstar.policy.hf import HFPolicy
 
     return HFPolicy.from_pretrained(
@@ -71,6 +73,7 @@ def hf(
         max_step_tokens=max_step_tokens,
         batch_size=batch_size,
         share_prefix=share_prefix,
+        legal_steps=legal_steps,
     )
 
 
@@ -85,9 +88,13 @@ def openai(
     concurrency: int = 8,
     retries: int = 3,
     timeout: float = 60.0,
+    legal_steps: bool = False,
+    constraint: str = "vllm",
 ) -> Policy:
     """An OpenAI-compatible server (vLLM, SGLang, llama.cpp): `base_url` (default `$OPENAI_BASE_URL`), `model`
-    (default `$OPENAI_MODEL`, else the server's first), `api_key` (default `$OPENAI_API_KEY`)."""
+    (default `$OPENAI_MODEL`, else the server's first), `api_key` (default `$OPENAI_API_KEY`). With `legal_steps`
+    the server keeps its steps to the task's legal next steps through its constrained decoding, asked for in
+    `constraint`'s form: `vllm` (`structured_outputs`), `vllm-guided` (before 0.12), `sglang`, `llama.cpp`."""
     import os
 
     from qstar.policy.openai import OpenAIPolicy
@@ -103,6 +110,8 @@ def openai(
         concurrency=concurrency,
         retries=retries,
         timeout=timeout,
+        legal_steps=legal_steps,
+        constraint=constraint,
     )
 
 

@@ -98,6 +98,15 @@ def check_seeds(prefixes: list[str], seeds: list[int] | None) -> None:
         raise ValueError(f"{len(seeds)} seeds for {len(prefixes)} prefixes: give one per prefix")
 
 
+def allowed_by_prefix(prefixes: list[str], allowed: list[list[str] | None] | None) -> dict[str, list[str] | None]:
+    """Each prefix's allowed steps, when given (checked: one list per prefix, None for a prefix that is free)."""
+    if allowed is None:
+        return {}
+    if len(allowed) != len(prefixes):
+        raise ValueError(f"{len(allowed)} lists of allowed steps for {len(prefixes)} prefixes: give one per prefix")
+    return dict(zip(prefixes, allowed, strict=True))
+
+
 def takes_seeds(method: Callable) -> bool:
     """Whether a policy's `propose` or a scorer's `score` accepts `seeds` (plug-ins written before it may not)."""
     return takes(method, "seeds")

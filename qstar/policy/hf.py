@@ -26,8 +26,9 @@ from transformers import (
 
 from qstar.errors import QstarError
 from qstar.models import device_of, load_causal_lm, load_tokenizer, model_folder
-from qstar.policy.base import prefix_seeds, propose_batch
-from qstar.policy.sampling import inverse_cdf, seeded_uniforms
+from qstar.policy.base import allowed_by_prefix, prefix_seeds, propose_batch
+from qstar.policy.legal import StepTexts
+from qstar.policy.sampling import gumbels, inverse_cdf, seeded_uniforms, truncated_gumbels
 from qstar.types import Step, split_prefix
 
 MIN_SHARED = 16  # the fewest shared prompt tokens worth a cache of their own
@@ -58,11 +59,38 @@ class SeededSampling(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(1, token[:, None], 0.0)
 
 
+class KeepToSteps(LogitsProcessor):
+    """Masks each row's tokens to those that continue its text along one of its allowed steps (None: the row is
+    free); a row that has written a whole step is free again, so the step ends at its separator."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, texts: StepTexts, start: int, steps: list[list[str] | None]):
+        self.tokenizer, self.texts, self.start, self.steps = tokenizer, texts, start, steps
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.mask(written(self.tokenizer, input_ids[:, self.start :].tolist()), scores)
+
+    def mask(self, texts: list[str], scores: torch.Tensor) -> torch.Tensor:
+        """`scores` with each row's tokens that continue no step of its list (given its text so far) at -inf."""
+        blocked = torch.zeros_like(scores, dtype=torch.bool)
+        for row, (text, steps) in enumerate(zip(texts, self.steps, strict=True)):
+            tokens = self.texts.next_tokens(text, steps) if steps else None
+            if tokens is not None:
+                blocked[row] = True
+                blocked[row, tokens] = False
+        return scores.masked_fill(blocked, -torch.inf)
+
+
+def written(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]]) -> list[str]:
+    """Each row's generated text exactly as written (special tokens left out, spaces not cleaned up)."""
+    return tokenizer.batch_decode(rows, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
 class HFPolicy:
     """Batched step proposals from a transformers causal LM.
 
     With `chat` (default: when the tokenizer has a chat template) the prefix's question goes in the user's
-    turn and the steps taken so far open the assistant's, so the model answers in the step format.
+    turn and the steps taken so far open the assistant's, so the model answers in the step format. With
+    `legal_steps` searches hand it the task's legal next steps, and it writes only those.
     """
 
     def __init__(
@@ -75,6 +103,7 @@ class HFPolicy:
         batch_size: int = 16,
         seed: int = 0,
         share_prefix: bool = True,
+        legal_steps: bool = False,
     ):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.tokenizer.padding_side = "left"
@@ -87,7 +116,8 @@ class HFPolicy:
             raise QstarError("this tokenizer has no chat template; load the model without chat")
         eos = model.generation_config.eos_token_id if model.generation_config else None
         self.eos_ids = set([eos] if isinstance(eos, int) else (eos or [])) | {tokenizer.eos_token_id}
-        self.share_prefix = share_prefix
+        self.share_prefix, self.legal_steps = share_prefix, legal_steps
+        self.step_texts: StepTexts | None = None  # the vocabulary's token texts, made when first needed
         self.shared: tuple[tuple[int, ...], DynamicCache] | None = None  # the last shared prompt and its cache
         self.seed(seed)
 
@@ -125,20 +155,36 @@ class HFPolicy:
 
     @torch.inference_mode()
     def propose(
-        self, prefixes: list[str], n: int = 1, temperature: float = 0.0, seeds: list[int] | None = None
+        self,
+        prefixes: list[str],
+        n: int = 1,
+        temperature: float = 0.0,
+        seeds: list[int] | None = None,
+        distinct: bool = False,
+        allowed: list[list[str] | None] | None = None,
     ) -> list[list[Step]]:
-        """`n` next steps per prefix (see `qstar.policy.base` for the contract). Log-probs are under the
-        untempered model; a step ends at its first separator after non-blank text."""
+        """`n` next steps per prefix (see `qstar.policy.base` for the contract), `n` different ones with
+        `distinct` (sampled without replacement). Log-probs are under the untempered, unrestricted model; a step
+        ends at its first separator after non-blank text. With `allowed` (one list a prefix, None for any step) a
+        prefix's steps are drawn from the model kept to its list (fewer than `n` different ones where it is
+        shorter)."""
+        steps_of = allowed_by_prefix(prefixes, allowed)
 
-        def generate(prompts: list[list[int]], draws: int, row_seeds: list[int]) -> list[list[Step]]:
+        def prepare(prefix: str) -> tuple[tuple[list[int], list[str] | None], str]:
+            ids, why = self.prepare(prefix)
+            return (ids, steps_of.get(prefix)), why
+
+        def generate(rows: list[tuple[list[int], list[str] | None]], draws: int, row_seeds: list[int]):
             per_call = max(1, self.batch_size // draws)
             out: list[list[Step]] = []
-            for i in range(0, len(prompts), per_call):
-                out += self._generate(prompts[i : i + per_call], draws, temperature, row_seeds[i : i + per_call])
+            write = self._distinct if distinct and draws > 1 else self._generate
+            for i in range(0, len(rows), per_call):
+                prompts, lists = zip(*rows[i : i + per_call], strict=True)
+                out += write(list(prompts), draws, temperature, row_seeds[i : i + per_call], list(lists))
             return out
 
         seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
-        return propose_batch(prefixes, n, temperature, self.prepare, generate, seeds)
+        return propose_batch(prefixes, n, temperature, prepare, generate, seeds)
 
     def overflow(self, length: int) -> str:
         """Why a prompt of `length` tokens cannot be continued within the model's context, or "" when it can."""
@@ -146,12 +192,18 @@ class HFPolicy:
             return ""
         return f"prompt of {length} tokens + a {self.max_step_tokens}-token step exceeds the context of {self.context}"
 
-    def _generate(self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int]) -> list[list[Step]]:
-        """`n` steps per prompt: greedy at temperature 0, else sampled from each prompt's seed."""
+    def _generate(
+        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int], lists: list[list[str] | None]
+    ) -> list[list[Step]]:
+        """`n` steps per prompt: greedy at temperature 0, else sampled from each prompt's seed; each kept to its
+        prompt's list of allowed steps, where it has one."""
         rows = [p for p in prompts for _ in range(n)]  # every sample a row of its own, as num_return_sequences does
         inputs = self.batch(rows)
         width = inputs["input_ids"].shape[1]
         sampling = LogitsProcessorList()
+        if any(lists):
+            ended = [[step + self.separator for step in steps] if steps else None for steps in lists]
+            sampling.append(KeepToSteps(self.tokenizer, self.vocabulary(), width, [s for s in ended for _ in range(n)]))
         if temperature > 0:
             uniform = seeded_uniforms(seeds, n, self.max_step_tokens, self.model.device)
             sampling.append(SeededSampling(uniform, width, temperature))
@@ -169,6 +221,89 @@ class HFPolicy:
         logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).gather(2, new[..., None]).squeeze(2)
         steps = [self._step(ids, lp) for ids, lp in zip(new.tolist(), logp.tolist(), strict=True)]
         return [steps[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _distinct(
+        self, prompts: list[list[int]], n: int, temperature: float, seeds: list[int], lists: list[list[str] | None]
+    ) -> list[list[Step]]:
+        """`n` different steps per prompt, sampled without replacement by stochastic beam search (Kool et al.,
+        2019), as the tiny policy's `generate_distinct`: each prompt keeps a beam of `n` token sequences ranked by
+        Gumbel-perturbed tempered log-probabilities, each child's perturbation conditioned on its parent's, so the
+        beam at the end is a sample of `n` distinct sequences, the first distributed as one ordinary sample. A
+        prompt's Gumbels come from its own seed, a token's at a time, so its steps do not depend on the batch.
+        (Two sequences that write the same text, as subword tokens can, are one step to a search.)"""
+        dev, vocab = self.model.device, self.vocabulary()
+        inputs = self.batch(prompts)  # the prompts' shared tokens already in their cache, where they share some
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        cache = inputs.get("cache") or DynamicCache(config=self.model.config)
+        done, position = cache.get_seq_length(), (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(ids[:, done:], attention_mask=mask, position_ids=position[:, done:], cache=cache)
+        cache, size = out.cache, out.logits.shape[-1]
+        cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1].float().repeat_interleave(n, 0)
+        mask, position = mask.repeat_interleave(n, 0), position[:, -1].repeat_interleave(n)
+        streams = [torch.Generator().manual_seed(seed) for seed in seeds]
+        beams, first_beam = len(prompts) * n, torch.arange(len(prompts), device=dev)[:, None] * n
+        ended = [[step + self.separator for step in steps] if steps else None for steps in lists]
+        keep = KeepToSteps(self.tokenizer, vocab, 0, [s for s in ended for _ in range(n)])
+        perturbed = torch.full((len(prompts), n), -torch.inf, device=dev)
+        perturbed[:, 0] = 0.0  # one empty sequence a prompt to start from
+        tempered = torch.zeros(beams, device=dev)
+        running = torch.ones(beams, dtype=torch.bool, device=dev)
+        sequences: list[list[int]] = [[] for _ in range(beams)]
+        logprobs: list[list[float]] = [[] for _ in range(beams)]
+        texts = [""] * beams
+        for _ in range(self.max_step_tokens):
+            logp = torch.log_softmax(logits, dim=-1)
+            logq = torch.log_softmax((keep.mask(texts, logits) if any(ended) else logits) / temperature, dim=-1)
+            children = (tempered[:, None] + logq).masked_fill(~running[:, None], -torch.inf)
+            noise = gumbels(torch.cat([torch.rand(n, size, generator=g) for g in streams]).to(dev))
+            extended = truncated_gumbels(perturbed.view(-1), children, noise)
+            stay = perturbed.view(-1).masked_fill(running, -torch.inf)  # a finished step is its own only child
+            candidates = torch.cat([extended, stay[:, None]], dim=1).view(len(prompts), n * (size + 1))
+            perturbed, index = candidates.topk(n, dim=1)
+            parent = (index // (size + 1) + first_beam).view(-1)
+            token = (index % (size + 1)).view(-1)
+            extends = token < size
+            token = token.clamp(max=size - 1)
+            tempered = tempered[parent] + torch.where(extends, logq[parent, token], 0.0)
+            moves = zip(parent.tolist(), token.tolist(), extends.tolist(), logp[parent, token].tolist(), strict=True)
+            sequences, logprobs = map(
+                list, zip(*[(sequences[b] + [t] * e, logprobs[b] + [lp] * e) for b, t, e, lp in moves], strict=True)
+            )
+            texts = written(self.tokenizer, sequences)
+            over = [
+                (bool(seq) and seq[-1] in self.eos_ids) or self.separator in text.lstrip(self.separator)
+                for seq, text in zip(sequences, texts, strict=True)
+            ]
+            running = running[parent] & extends & ~torch.tensor(over, device=dev) & (perturbed.view(-1) > -torch.inf)
+            if not running.any():
+                break
+            cache.reorder_cache(parent)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position = position + 1
+            step = self.model(token[:, None], attention_mask=mask, position_ids=position[:, None], cache=cache)
+            logits, cache = step.logits[:, -1].float(), step.cache
+        order = perturbed.argsort(dim=1, descending=True)  # the beam's sample order: its first an ordinary sample
+        reached = (perturbed > -torch.inf).tolist()  # a beam no sequence reached (fewer allowed steps than n): none
+        return [
+            [self._step(sequences[p * n + b], logprobs[p * n + b]) for b in order[p].tolist() if reached[p][b]]
+            for p in range(len(prompts))
+        ]
+
+    def vocabulary(self) -> StepTexts:
+        """Every token's text as it reads after the separator (so a leading space is kept, as SentencePiece drops
+        it at the start of a text); special tokens and those past the tokenizer's vocabulary are never allowed."""
+        if self.step_texts is None:
+            (anchor,) = self.tokenizer(self.separator, add_special_tokens=False)["input_ids"][-1:]
+            plain = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            before = len(self.tokenizer.decode([anchor], **plain))
+            special = set(self.tokenizer.all_special_ids)
+            ids = range(len(self.tokenizer))
+            texts = self.tokenizer.batch_decode([[anchor, i] for i in ids], **plain)
+            vocab = [text[before:] if i not in special else "" for i, text in zip(ids, texts, strict=True)]
+            size = self.model.get_output_embeddings().weight.shape[0]
+            self.step_texts = StepTexts(vocab + [""] * (size - len(vocab)))
+        return self.step_texts
 
     def batch(self, rows: list[list[int]]) -> dict:
         """`generate`'s inputs for `rows`: left-padded, or, when they share a prompt, the shared tokens, each row's

@@ -14,6 +14,10 @@ Two endpoints:
   add_generation_prompt: false`, which vLLM and SGLang honour). llama-cpp-python's server ignores both fields:
   it closes that assistant message and opens a new assistant turn, so the model sees its earlier steps as a
   finished reply. Prefer completions with llama.cpp.
+
+With `legal_steps`, a prefix that comes with a list of allowed steps (the task's legal next steps) asks the server
+to keep its samples to them, each step then its separator, in the field the server reads (`constraint`): vLLM's
+`structured_outputs` regex, SGLang's `regex`, llama.cpp's GBNF `grammar`.
 """
 
 from __future__ import annotations
@@ -28,11 +32,35 @@ from typing import Any
 import httpx
 
 from qstar.errors import BackendError, QstarError
-from qstar.policy.base import check_seeds, repeat
+from qstar.policy.base import allowed_by_prefix, check_seeds, repeat
 from qstar.seeds import derive_seed
 from qstar.types import Step, split_prefix
 
 BLANK_ROUNDS = 4  # a step that is only blank lines is continued at most this many times
+CONSTRAINTS = ("vllm", "vllm-guided", "sglang", "llama.cpp")  # servers whose constrained decoding `constrain` writes
+REGEX_SPECIAL = set("\\.^$*+?()[]{}|")
+
+
+def regex_literal(text: str) -> str:
+    """`text` as a regular expression that matches only it (special characters and line ends escaped)."""
+    return "".join("\\" + c if c in REGEX_SPECIAL else {"\n": "\\n", "\t": "\\t"}.get(c, c) for c in text)
+
+
+def gbnf_literal(text: str) -> str:
+    """`text` as a GBNF string literal (llama.cpp's grammars)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def constrain(steps: list[str], separator: str, server: str) -> dict[str, Any]:
+    """The request fields that keep a sample to one of `steps` followed by `separator` (so it stops at the
+    separator as a free step does, not at end-of-sequence), in the form `server` reads."""
+    if server == "llama.cpp":
+        return {"grammar": f"root ::= ({' | '.join(map(gbnf_literal, steps))}) {gbnf_literal(separator)}"}
+    regex = f"({'|'.join(map(regex_literal, steps))}){regex_literal(separator)}"
+    if server == "vllm":
+        return {"structured_outputs": {"regex": regex}}
+    return {"guided_regex": regex} if server == "vllm-guided" else {"regex": regex}
 
 
 class RequestFailed(Exception):
@@ -100,11 +128,15 @@ class OpenAIPolicy:
     backoff: float = 0.5  # seconds before the first retry, doubled for each next one
     timeout: float = 60.0  # seconds per request
     extra_body: dict[str, Any] = field(default_factory=dict)  # more request fields (e.g. top_p, top_k)
+    legal_steps: bool = False  # keep a prefix's samples to the allowed steps a search hands over (see the module)
+    constraint: str = "vllm"  # how the server is asked to: vllm, vllm-guided (before 0.12), sglang, llama.cpp
     _seed: int | None = field(default=None, repr=False)
     _calls: int = field(default=0, repr=False)
     _ignores_n: bool = field(default=False, repr=False)  # the server answered a request for n > 1 with one
 
     def __post_init__(self) -> None:
+        if self.constraint not in CONSTRAINTS:
+            raise QstarError(f"constraint must be one of {', '.join(CONSTRAINTS)}, not {self.constraint!r}")
         base = self.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base:
             raise QstarError("no server URL: pass base_url or set OPENAI_BASE_URL")
@@ -138,13 +170,20 @@ class OpenAIPolicy:
     # -- proposing ---------------------------------------------------------------------------------------
 
     def propose(
-        self, prefixes: list[str], n: int = 1, temperature: float = 0.0, seeds: list[int] | None = None
+        self,
+        prefixes: list[str],
+        n: int = 1,
+        temperature: float = 0.0,
+        seeds: list[int] | None = None,
+        allowed: list[list[str] | None] | None = None,
     ) -> list[list[Step]]:
         """`n` steps after each prefix; raises `BackendError` naming the prefixes whose requests failed. With
-        `seeds`, each prefix's requests carry seeds derived from its own (servers that honour them repeat)."""
+        `seeds`, each prefix's requests carry seeds derived from its own (servers that honour them repeat); with
+        `allowed` (one list a prefix, None for any step), they ask the server to keep to the prefix's list."""
         if not prefixes:
             return []
         check_seeds(prefixes, seeds)
+        steps_of = allowed_by_prefix(prefixes, allowed)
         if self.model is None:
             try:
                 self.model = self.first_model()
@@ -163,7 +202,8 @@ class OpenAIPolicy:
 
             def submit(job: Job) -> None:
                 seed = seeds[job.index] if seeds is not None else None
-                pending[pool.submit(self.request, prefixes[job.index], job, temperature, seed)] = job
+                steps = steps_of.get(prefixes[job.index])
+                pending[pool.submit(self.request, prefixes[job.index], job, temperature, seed, steps)] = job
 
             for i in unique:
                 if self._ignores_n:
@@ -209,9 +249,11 @@ class OpenAIPolicy:
             raise BackendError(dict(sorted(failed.items())), results)
         return results  # type: ignore[return-value]
 
-    def request(self, prefix: str, job: Job, temperature: float, seed: int | None = None) -> list[tuple[Step, str]]:
+    def request(
+        self, prefix: str, job: Job, temperature: float, seed: int | None = None, allowed: list[str] | None = None
+    ) -> list[tuple[Step, str]]:
         """One request for `len(job.slots)` samples after `prefix + job.lead`: (step, raw text) per choice; its
-        seed from the prefix's `seed` when given, else from the policy's."""
+        seed from the prefix's `seed` when given, else from the policy's; kept to the `allowed` steps when given."""
         body: dict[str, Any] = {
             "model": self.model,
             "n": len(job.slots),
@@ -220,6 +262,8 @@ class OpenAIPolicy:
             "stop": [self.separator],
             **self.extra_body,
         }
+        if allowed:
+            body |= constrain(allowed, self.separator, self.constraint)
         if seed is not None:  # distinct per prefix, sample and round; the same on every retry
             body["seed"] = derive_seed(seed, job.slots[0], job.rounds) % 2**31
         elif self._seed is not None:  # distinct per call, prefix, sample and round; the same on every retry
@@ -231,9 +275,21 @@ class OpenAIPolicy:
                 messages.append({"role": "assistant", "content": steps + job.lead})
                 body |= {"continue_final_message": True, "add_generation_prompt": False}
             body |= {"messages": messages, "logprobs": True, "top_logprobs": 1}
-            return self.post("/v1/chat/completions", body, self.parse_chat)
+            return self.kept(self.post("/v1/chat/completions", body, self.parse_chat), allowed)
         body |= {"prompt": prefix + job.lead, "logprobs": 1}
-        return self.post("/v1/completions", body, self.parse_completion)
+        return self.kept(self.post("/v1/completions", body, self.parse_completion), allowed)
+
+    def kept(self, choices: list[tuple[Step, str]], allowed: list[str] | None) -> list[tuple[Step, str]]:
+        """`choices`, checked to keep to `allowed` where given (a step cut at `max_step_tokens` to the start of one):
+        a server that ignored the request's constraint (one that reads another field) is a one-line error, not a
+        search of unconstrained steps."""
+        strays = [step.text for step, _ in choices if allowed and not any(s.startswith(step.text) for s in allowed)]
+        if strays:
+            raise QstarError(
+                f"the server wrote {strays[0]!r}, not one of the legal steps it was asked to keep to: does it read "
+                f"{self.constraint!r} constraints? (set the openai policy's constraint: {', '.join(CONSTRAINTS)})"
+            )
+        return choices
 
     def post(self, path: str, body: dict[str, Any] | None, parse: Callable[[Any], Any]) -> Any:
         """POST `body` (GET when None) with retries; `parse(json)` raising counts as a malformed reply."""

@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from qstar.checkpoints import DEFAULT_POLICY
 from qstar.models import device_of, load_causal_lm, load_tokenizer
-from qstar.policy.base import prefix_seeds, propose_batch
+from qstar.policy.base import allowed_by_prefix, prefix_seeds, propose_batch
 from qstar.policy.decoding import LlamaDecoder
 from qstar.policy.legal import StepTrie
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
@@ -97,9 +97,7 @@ class TinyPolicy:
         any step) a prefix's steps are drawn from the model restricted to its list (fewer than `n` different ones
         where the list is shorter). Log-probs are under the untempered, unrestricted model."""
         seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
-        if allowed is not None and len(allowed) != len(prefixes):
-            raise ValueError(f"{len(allowed)} lists of allowed steps for {len(prefixes)} prefixes: give one per prefix")
-        steps_of = dict(zip(prefixes, allowed, strict=True)) if allowed is not None else {}
+        steps_of = allowed_by_prefix(prefixes, allowed)
 
         def prepare(prefix: str) -> tuple[tuple[list[int], list[str] | None], str]:
             ids, why = self.prepare(prefix)
