@@ -302,7 +302,7 @@ class HFPolicy:
             texts = self.tokenizer.batch_decode([[anchor, i] for i in ids], **plain)
             vocab = [text[before:] if i not in special else "" for i, text in zip(ids, texts, strict=True)]
             size = self.model.get_output_embeddings().weight.shape[0]
-            self.step_texts = StepTexts(vocab + [""] * (size - len(vocab)))
+            self.step_texts = StepTexts(vocab[:size] + [""] * (size - len(vocab)))  # as many as the logits
         return self.step_texts
 
     def batch(self, rows: list[list[int]]) -> dict:
