@@ -56,12 +56,15 @@ def propose_batch(
     n: int,
     temperature: float,
     prepare: Callable[[str], tuple[Item, str]],
-    generate: Callable[[list[Item], int, list[int]], list[list[Step]]],
+    generate: Callable[[list[Item], int, list[int], list[list[str] | None]], list[list[Step]]],
     seeds: list[int] | None = None,
+    allowed: list[list[str] | None] | None = None,
 ) -> list[list[Step]]:
     """The contract above for a backend that generates a whole batch at once: `prepare(prefix)` gives the
-    backend's input (e.g. token ids) and why it cannot serve it ("" when it can); `generate(items, draws, seeds)`
-    gives `draws` steps per item, sampled from the item's seed (greedy when temperature is 0)."""
+    backend's input (e.g. token ids) and why it cannot serve it ("" when it can); `generate(items, draws, seeds,
+    lists)` gives `draws` steps per item, sampled from the item's seed (greedy when temperature is 0), each kept to
+    its list of allowed steps where it has one (`allowed`, one list a prefix, None for any step)."""
+    steps_of = allowed_by_prefix(prefixes, allowed)
     prepared = {p: prepare(p) for p in dict.fromkeys(prefixes)}
     failed = {i: prepared[p][1] for i, p in enumerate(prefixes) if prepared[p][1]}
     fitting = [i for i in range(len(prefixes)) if i not in failed]
@@ -70,12 +73,14 @@ def propose_batch(
         pass
     elif temperature == 0:
         distinct = list(dict.fromkeys(prefixes[i] for i in fitting))
-        generated = dict(zip(distinct, generate([prepared[p][0] for p in distinct], 1, []), strict=True))
+        items, lists = [prepared[p][0] for p in distinct], [steps_of.get(p) for p in distinct]
+        generated = dict(zip(distinct, generate(items, 1, [], lists), strict=True))
         for i in fitting:
             (step,) = generated[prefixes[i]]
             results[i] = [step] + [repeat(step)] * (n - 1)
     else:
-        sampled = generate([prepared[prefixes[i]][0] for i in fitting], n, [seeds[i] for i in fitting] if seeds else [])
+        items, lists = [prepared[prefixes[i]][0] for i in fitting], [steps_of.get(prefixes[i]) for i in fitting]
+        sampled = generate(items, n, [seeds[i] for i in fitting] if seeds else [], lists)
         for i, steps in zip(fitting, sampled, strict=True):
             results[i] = steps
     if failed:  # only those problems end, with the reason; the rest of the batch goes on

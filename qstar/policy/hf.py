@@ -26,9 +26,9 @@ from transformers import (
 
 from qstar.errors import QstarError
 from qstar.models import device_of, load_causal_lm, load_tokenizer, model_folder
-from qstar.policy.base import allowed_by_prefix, prefix_seeds, propose_batch
+from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.legal import StepTexts
-from qstar.policy.sampling import gumbels, inverse_cdf, seeded_uniforms, truncated_gumbels
+from qstar.policy.sampling import beam_step, gumbels, inverse_cdf, seeded_uniforms
 from qstar.types import Step, split_prefix
 
 MIN_SHARED = 16  # the fewest shared prompt tokens worth a cache of their own
@@ -42,8 +42,12 @@ class StepEnd(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        done = [self.separator in text.lstrip(self.separator) for text in texts]
-        return torch.tensor(done, device=input_ids.device)
+        return torch.tensor([step_ended(text, self.separator) for text in texts], device=input_ids.device)
+
+
+def step_ended(text: str, separator: str) -> bool:
+    """Whether generated `text` holds a whole step: the separator after some non-blank text."""
+    return separator in text.lstrip(separator)
 
 
 class SeededSampling(LogitsProcessor):
@@ -168,23 +172,18 @@ class HFPolicy:
         ends at its first separator after non-blank text. With `allowed` (one list a prefix, None for any step) a
         prefix's steps are drawn from the model kept to its list (fewer than `n` different ones where it is
         shorter)."""
-        steps_of = allowed_by_prefix(prefixes, allowed)
 
-        def prepare(prefix: str) -> tuple[tuple[list[int], list[str] | None], str]:
-            ids, why = self.prepare(prefix)
-            return (ids, steps_of.get(prefix)), why
-
-        def generate(rows: list[tuple[list[int], list[str] | None]], draws: int, row_seeds: list[int]):
+        def generate(prompts: list[list[int]], draws: int, row_seeds: list[int], lists: list[list[str] | None]):
             per_call = max(1, self.batch_size // draws)
             out: list[list[Step]] = []
             write = self._distinct if distinct and draws > 1 else self._generate
-            for i in range(0, len(rows), per_call):
-                prompts, lists = zip(*rows[i : i + per_call], strict=True)
-                out += write(list(prompts), draws, temperature, row_seeds[i : i + per_call], list(lists))
+            for i in range(0, len(prompts), per_call):
+                chunk = slice(i, i + per_call)
+                out += write(prompts[chunk], draws, temperature, row_seeds[chunk], lists[chunk])
             return out
 
         seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
-        return propose_batch(prefixes, n, temperature, prepare, generate, seeds)
+        return propose_batch(prefixes, n, temperature, self.prepare, generate, seeds, allowed)
 
     def overflow(self, length: int) -> str:
         """Why a prompt of `length` tokens cannot be continued within the model's context, or "" when it can."""
@@ -201,9 +200,9 @@ class HFPolicy:
         inputs = self.batch(rows)
         width = inputs["input_ids"].shape[1]
         sampling = LogitsProcessorList()
-        if any(lists):
-            ended = [[step + self.separator for step in steps] if steps else None for steps in lists]
-            sampling.append(KeepToSteps(self.tokenizer, self.vocabulary(), width, [s for s in ended for _ in range(n)]))
+        keep = self.keeper(lists, n, width)
+        if keep is not None:
+            sampling.append(keep)
         if temperature > 0:
             uniform = seeded_uniforms(seeds, n, self.max_step_tokens, self.model.device)
             sampling.append(SeededSampling(uniform, width, temperature))
@@ -231,7 +230,7 @@ class HFPolicy:
         beam at the end is a sample of `n` distinct sequences, the first distributed as one ordinary sample. A
         prompt's Gumbels come from its own seed, a token's at a time, so its steps do not depend on the batch.
         (Two sequences that write the same text, as subword tokens can, are one step to a search.)"""
-        dev, vocab = self.model.device, self.vocabulary()
+        dev = self.model.device
         inputs = self.batch(prompts)  # the prompts' shared tokens already in their cache, where they share some
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         cache = inputs.get("cache") or DynamicCache(config=self.model.config)
@@ -242,9 +241,7 @@ class HFPolicy:
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)
         mask, position = mask.repeat_interleave(n, 0), position[:, -1].repeat_interleave(n)
         streams = [torch.Generator().manual_seed(seed) for seed in seeds]
-        beams, first_beam = len(prompts) * n, torch.arange(len(prompts), device=dev)[:, None] * n
-        ended = [[step + self.separator for step in steps] if steps else None for steps in lists]
-        keep = KeepToSteps(self.tokenizer, vocab, 0, [s for s in ended for _ in range(n)])
+        beams, keep = len(prompts) * n, self.keeper(lists, n, 0)
         perturbed = torch.full((len(prompts), n), -torch.inf, device=dev)
         perturbed[:, 0] = 0.0  # one empty sequence a prompt to start from
         tempered = torch.zeros(beams, device=dev)
@@ -254,25 +251,16 @@ class HFPolicy:
         texts = [""] * beams
         for _ in range(self.max_step_tokens):
             logp = torch.log_softmax(logits, dim=-1)
-            logq = torch.log_softmax((keep.mask(texts, logits) if any(ended) else logits) / temperature, dim=-1)
-            children = (tempered[:, None] + logq).masked_fill(~running[:, None], -torch.inf)
+            logq = torch.log_softmax((keep.mask(texts, logits) if keep is not None else logits) / temperature, dim=-1)
             noise = gumbels(torch.cat([torch.rand(n, size, generator=g) for g in streams]).to(dev))
-            extended = truncated_gumbels(perturbed.view(-1), children, noise)
-            stay = perturbed.view(-1).masked_fill(running, -torch.inf)  # a finished step is its own only child
-            candidates = torch.cat([extended, stay[:, None]], dim=1).view(len(prompts), n * (size + 1))
-            perturbed, index = candidates.topk(n, dim=1)
-            parent = (index // (size + 1) + first_beam).view(-1)
-            token = (index % (size + 1)).view(-1)
-            extends = token < size
-            token = token.clamp(max=size - 1)
-            tempered = tempered[parent] + torch.where(extends, logq[parent, token], 0.0)
+            perturbed, tempered, parent, token, extends = beam_step(perturbed, tempered, logq, running, noise)
             moves = zip(parent.tolist(), token.tolist(), extends.tolist(), logp[parent, token].tolist(), strict=True)
             sequences, logprobs = map(
                 list, zip(*[(sequences[b] + [t] * e, logprobs[b] + [lp] * e) for b, t, e, lp in moves], strict=True)
             )
             texts = written(self.tokenizer, sequences)
             over = [
-                (bool(seq) and seq[-1] in self.eos_ids) or self.separator in text.lstrip(self.separator)
+                (bool(seq) and seq[-1] in self.eos_ids) or step_ended(text, self.separator)
                 for seq, text in zip(sequences, texts, strict=True)
             ]
             running = running[parent] & extends & ~torch.tensor(over, device=dev) & (perturbed.view(-1) > -torch.inf)
@@ -289,6 +277,14 @@ class HFPolicy:
             [self._step(sequences[p * n + b], logprobs[p * n + b]) for b in order[p].tolist() if reached[p][b]]
             for p in range(len(prompts))
         ]
+
+    def keeper(self, lists: list[list[str] | None], n: int, start: int) -> KeepToSteps | None:
+        """The mask that keeps each prompt's `n` rows (generated from column `start`) to its allowed steps, each
+        then the separator; None when no prompt has a list."""
+        if not any(lists):
+            return None
+        ended = [[step + self.separator for step in steps] if steps else None for steps in lists]
+        return KeepToSteps(self.tokenizer, self.vocabulary(), start, [steps for steps in ended for _ in range(n)])
 
     def vocabulary(self) -> StepTexts:
         """Every token's text as it reads after the separator (so a leading space is kept, as SentencePiece drops

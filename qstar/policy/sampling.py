@@ -37,3 +37,29 @@ def truncated_gumbels(parent: torch.Tensor, children: torch.Tensor, noise: torch
     v = parent[:, None] - perturbed + log1mexp
     value = parent[:, None] - v.clamp(min=0) - torch.log1p(torch.exp(-v.abs()))
     return value.masked_fill(torch.isneginf(children) | torch.isneginf(parent)[:, None], -torch.inf)
+
+
+def beam_step(
+    perturbed: torch.Tensor, tempered: torch.Tensor, logq: torch.Tensor, running: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token of stochastic beam search over each prompt's `n` beams (rows `p * n` to `p * n + n - 1`).
+
+    `perturbed`: `[prompts, n]` the beams' perturbed values; `tempered`: `[beams]` their tempered log-probabilities;
+    `logq`: `[beams, vocab]` the next token's tempered log-probabilities; `running`: `[beams]` the beams still
+    writing (a finished one is its own only child); `noise`: `[beams, vocab]` standard Gumbels. Returns the new
+    beams' perturbed values and tempered log-probabilities, each new beam's parent (a beam index) and token, and
+    whether it extended its parent by the token (False: a finished beam kept)."""
+    prompts, n = perturbed.shape
+    vocab = logq.shape[-1]
+    children = (tempered[:, None] + logq).masked_fill(~running[:, None], -torch.inf)
+    extended = truncated_gumbels(perturbed.view(-1), children, noise)
+    stay = perturbed.view(-1).masked_fill(running, -torch.inf)
+    candidates = torch.cat([extended, stay[:, None]], dim=1).view(prompts, n * (vocab + 1))
+    best, index = candidates.topk(n, dim=1)
+    first_beam = torch.arange(prompts, device=index.device)[:, None] * n
+    parent = (index // (vocab + 1) + first_beam).view(-1)
+    token = (index % (vocab + 1)).view(-1)
+    extends = token < vocab
+    token = token.clamp(max=vocab - 1)
+    tempered = tempered[parent] + torch.where(extends, logq[parent, token], 0.0)
+    return best, tempered, parent, token, extends

@@ -10,11 +10,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from qstar.checkpoints import DEFAULT_POLICY
 from qstar.models import device_of, load_causal_lm, load_tokenizer
-from qstar.policy.base import allowed_by_prefix, prefix_seeds, propose_batch
+from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.decoding import LlamaDecoder
 from qstar.policy.legal import StepTrie
 from qstar.policy.prefix_cache import PrefixCache, prefix_hashes
-from qstar.policy.sampling import gumbels, inverse_cdf, seeded_uniforms, truncated_gumbels
+from qstar.policy.sampling import beam_step, gumbels, inverse_cdf, seeded_uniforms
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.types import Step
 
@@ -97,18 +97,12 @@ class TinyPolicy:
         any step) a prefix's steps are drawn from the model restricted to its list (fewer than `n` different ones
         where the list is shorter). Log-probs are under the untempered, unrestricted model."""
         seeds = prefix_seeds(prefixes, seeds, self.stream) if temperature > 0 else None
-        steps_of = allowed_by_prefix(prefixes, allowed)
 
-        def prepare(prefix: str) -> tuple[tuple[list[int], list[str] | None], str]:
-            ids, why = self.prepare(prefix)
-            return (ids, steps_of.get(prefix)), why
+        def generate(prompts, k, row_seeds, lists):
+            trie = self.trie(lists) if any(lists) else None
+            return self.generate(prompts, k, temperature, row_seeds, distinct, trie)
 
-        def generate(rows, k, row_seeds):
-            prompts, lists = zip(*rows, strict=True) if rows else ((), ())
-            trie = self.trie(list(lists)) if any(lists) else None
-            return self.generate(list(prompts), k, temperature, row_seeds, distinct, trie)
-
-        return propose_batch(prefixes, n, temperature, prepare, generate, seeds)
+        return propose_batch(prefixes, n, temperature, self.prepare, generate, seeds, allowed)
 
     def trie(self, lists: list[list[str] | None]) -> StepTrie:
         """The allowed steps of each prompt as one token trie, each step ended by the separator (a step's only end:
@@ -234,7 +228,6 @@ class TinyPolicy:
         dev = self.device
         beams = len(prompts) * n
         beam_index = torch.arange(beams, device=dev)
-        first_beam = torch.arange(len(prompts), device=dev)[:, None] * n  # of each prompt's beams
         noise = gumbels(seeded_uniforms(seeds, n, self.max_step_tokens * vocab, dev)[:, : steps * vocab])
         noise = noise.view(len(prompts), n, steps, vocab)
         perturbed = torch.full((len(prompts), n), -torch.inf, device=dev)
@@ -251,17 +244,9 @@ class TinyPolicy:
                 logits = trie.mask(logits.float(), node)  # type: ignore[union-attr]
             plain = temperature == 1 and node is None
             logq = logp if plain else torch.log_softmax(logits.float() / temperature, dim=-1)
-            children = (tempered[:, None] + logq).masked_fill(~running[:, None], -torch.inf)
-            extended = truncated_gumbels(perturbed.view(-1), children, noise[:, :, t].reshape(beams, vocab))
-            stay = perturbed.view(-1).masked_fill(running, -torch.inf)  # a finished step is its own only child
-            candidates = torch.cat([extended, stay[:, None]], dim=1).view(len(prompts), n * (vocab + 1))
-            best, index = candidates.topk(n, dim=1)
-            parent = (index // (vocab + 1) + first_beam).view(-1)
-            token = (index % (vocab + 1)).view(-1)
-            extends = token < vocab
-            token = token.clamp(max=vocab - 1)
-            perturbed = best
-            tempered = tempered[parent] + torch.where(extends, logq[parent, token], 0.0)
+            perturbed, tempered, parent, token, extends = beam_step(
+                perturbed, tempered, logq, running, noise[:, :, t].reshape(beams, vocab)
+            )
             logprob = logprob[parent] + torch.where(extends, logp[parent, token], 0.0)
             tokens = tokens[parent]
             tokens[:, t] = torch.where(extends, token, -1)
@@ -272,7 +257,7 @@ class TinyPolicy:
                 fresh = slice(width, width + t)  # the prompt's are the same in all of a prompt's beams
                 keys[:, moved, :, fresh] = keys[:, parent[moved], :, fresh]
                 values[:, moved, :, fresh] = values[:, parent[moved], :, fresh]
-            running = running[parent] & extends & ~torch.isin(token, ends) & (best.view(-1) > -torch.inf)
+            running = running[parent] & extends & ~torch.isin(token, ends) & (perturbed.view(-1) > -torch.inf)
             if not running.any() or t == steps - 1:
                 break
             key_mask[:, width + t] = True
