@@ -100,6 +100,7 @@ class Faults:
     replies: list[str] = field(default_factory=list)  # texts to answer with, in turn (then `reply`)
     reply: str = "The answer is 42."  # a text ending in "\n" stops at the separator, otherwise at end-of-sequence
     api: dict[str, tuple[int, dict]] = field(default_factory=dict)  # a path's own answer (status, JSON), e.g. vLLM's
+    prompt_tokens: int | None = 10  # the `usage.prompt_tokens` every reply reports (None: none, as some servers)
 
 
 class FaultServer:
@@ -194,5 +195,10 @@ class FaultServer:
         else:
             choice = {"index": 0, "text": out, "logprobs": {"tokens": tokens, "token_logprobs": logprobs}}
         choice["finish_reason"] = "stop"
-        usage = {"prompt_tokens": 10, "completion_tokens": len(tokens), "total_tokens": 10 + len(tokens)}
+        usage = {"completion_tokens": len(tokens)}
+        if self.faults.prompt_tokens is not None:
+            usage |= {
+                "prompt_tokens": self.faults.prompt_tokens,
+                "total_tokens": self.faults.prompt_tokens + len(tokens),
+            }
         self.respond(handler, 200, json.dumps({"choices": [choice], "usage": usage}))

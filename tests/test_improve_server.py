@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from qstar.errors import QstarError
+from qstar.pipelines.improve import Improve
+from qstar.pipelines.improve_config import ImproveConfig
 from qstar.policy.openai import OpenAIPolicy
 from qstar.policy.served import reload_server
+from qstar.tasks import get_task
 from tests.servers import Faults, FaultServer, LlamaServer
 
 EASY = Path(__file__).parent / "data" / "easy_word_problems.jsonl"
@@ -96,11 +99,39 @@ def test_a_train_model_that_holds_no_model_is_one_line(qstar, tmp_path):
             "without merge",
         ),
         (["--launcher", "no-such-launcher --nproc 2"], "no program 'no-such-launcher'"),
+        (["--server-args", '{"timeout": 5}'], "server_args applies to a server policy"),
+        (
+            ["--policy", "http://127.0.0.1:9", "--train-model", "tiny", "--server-args", '{"nope": 1}'],
+            "no option 'nope'",
+        ),
+        (
+            ["--policy", "http://127.0.0.1:9", "--train-model", "tiny", "--server-args", '{"constraint": "tgi"}'],
+            "constraint must be one of",
+        ),
     ],
 )
 def test_server_and_launcher_settings_are_checked_before_any_work(qstar, tmp_path, args, message):
     out = qstar("improve", *args, "--run-dir", str(tmp_path / "r"))
     assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_server_args_reach_every_request_of_the_run(tmp_path):
+    """`server_args` configure the openai backend of the run: the step length it asks for, and its
+    `constraint` on the data search's legal-step requests (a llama.cpp grammar instead of vLLM's regex). The server
+    reports no prompt tokens, so the tiny tokenizer is not compared with it."""
+    task = get_task("game24")
+    problem = task.parse_problem("4 6 8 9")
+    step = task.legal_steps(problem, [])[0]
+    with FaultServer(Faults(reply=step + "\n", prompt_tokens=None)) as server:
+        args = {"constraint": "llama.cpp", "max_step_tokens": 40}
+        config = ImproveConfig(policy=server.url, train_model="tiny", legal_steps=True, server_args=args)
+        run = Improve(config, tmp_path)
+        assert run.replica(0).policy_options["constraint"] == "llama.cpp"
+        policy, _ = run.models(0)
+        (proposals,) = policy.propose([task.render(problem, [])], allowed=[task.legal_steps(problem, [])])
+    assert proposals[0].text == step
+    body = server.requests[-1]
+    assert "grammar" in body and "structured_outputs" not in body and body["max_tokens"] == 40
 
 
 @pytest.mark.slow

@@ -99,7 +99,7 @@ class Improve:
         if cfg.lora:
             check_adapters(self.policy_path(0), cfg.lora_settings.peft())
         if cfg.served:
-            check_same_tokenizer(load_policy(cfg.policy), self.policy_path(0))
+            check_same_tokenizer(load_policy(cfg.policy, **cfg.server_args), self.policy_path(0))
         self.lock = lock_run_folder(self.dir)
         saved = self.dir / "config.json"
         if saved.exists():
@@ -177,7 +177,7 @@ class Improve:
         neither uses it: the step checker before a value model exists, the value model alone after."""
         seed = self.cfg.seed + k
         if self.cfg.served and (k == 0 or self.cfg.reload):
-            policy, options = self.cfg.policy, {"seed": seed, "model": self.served_model(k)}
+            policy, options = self.cfg.policy, {**self.cfg.server_args, "seed": seed, "model": self.served_model(k)}
         else:
             policy, options = str(self.policy_path(k)), {"device": self.device, "seed": seed}
         if self.cfg.legal_steps:
@@ -217,7 +217,10 @@ class Improve:
         if self.served is None or self.served[0] != k:
             run = hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:8]
             name = reload_server(
-                load_policy(self.cfg.policy), self.cfg.reload, self.it(k) / "policy", f"qstar-{run}-iter-{k}"
+                load_policy(self.cfg.policy, **self.cfg.server_args),
+                self.cfg.reload,
+                self.it(k) / "policy",
+                f"qstar-{run}-iter-{k}",
             )
             self.served = (k, name)
         return self.served[1]

@@ -3,7 +3,7 @@ help text, which `qstar improve --help` shows; `__post_init__` checks the values
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from qstar.checkpoints import resolve
 from qstar.config import check, option
@@ -34,6 +34,12 @@ class ImproveConfig:
         "with a server policy: how the server gets each iteration's trained weights: vllm-lora, sglang, or a shell "
         "command holding {path}; '' searches later iterations with a local copy of the trained weights",
     )
+    server_args: dict = option(
+        {},
+        "with a server policy: the openai backend's options as JSON, e.g. "
+        '{"constraint": "llama.cpp", "timeout": 120} (constraint: how legal_steps asks the server; the key comes from '
+        "$OPENAI_API_KEY)",
+    )
     start_value: str = option(
         "", "value model before iteration 1: '' (Monte-Carlo rollouts), tiny-value, or a value-model folder"
     )
@@ -53,7 +59,7 @@ class ImproveConfig:
     legal_steps: bool = option(
         False,
         "the policy writes only the task's legal next steps in every search, data and evaluation (a task that lists "
-        "them: countdown, game24; a server keeps to them through vLLM's structured outputs)",
+        "them: countdown, game24; a server keeps to them through its constrained decoding, server_args' constraint)",
     )
     search_targets: bool = option(
         False,
@@ -140,6 +146,9 @@ class ImproveConfig:
         else:
             check(not self.train_model, "train_model applies to a server policy (an http:// URL); train the policy")
             check(not self.reload, "reload applies to a server policy (an http:// URL)")
+            check(not self.server_args, "server_args applies to a server policy (an http:// URL)")
+        if self.served:
+            check_server_args(self.policy, self.server_args)
         check(self.reload != "vllm-lora" or self.lora, "reload vllm-lora loads LoRA adapters: add lora")
         check(
             self.reload != "vllm-lora" or not self.merge,
@@ -159,3 +168,22 @@ class ImproveConfig:
     @property
     def lora_settings(self) -> LoRAConfig:
         return LoRAConfig(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets)
+
+
+def check_server_args(url: str, args: dict) -> None:
+    """Server options the openai backend takes, other than those the loop sets itself; a bad value (an unknown
+    `constraint`) fails here, before any work: the backend is built once without a request."""
+    from qstar.policy.openai import OpenAIPolicy
+
+    check(
+        "api_key" not in args, "server_args: set the key in $OPENAI_API_KEY (the run's config.json keeps server_args)"
+    )
+    own = {"base_url", "model", "legal_steps", "api_key"}
+    settable = {f.name for f in fields(OpenAIPolicy) if not f.name.startswith("_")} - own
+    unknown = sorted(set(args) - settable)
+    check(
+        not unknown,
+        f"server_args: no option {', '.join(map(repr, unknown))} (base_url, model and legal_steps come from policy, "
+        f"reload and legal_steps; the others: {', '.join(sorted(settable))})",
+    )
+    OpenAIPolicy(base_url=url, **args).close()
