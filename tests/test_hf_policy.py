@@ -49,6 +49,7 @@ def test_the_step_format_survives_the_chat_template(smol):
     opening = smol.text(TASK.render(PROBLEMS[0], []))
     continued = smol.text(TASK.render(PROBLEMS[0], ["Janet sells 16 - 3 - 4 = 9 eggs.", "She makes 9 * 2 = 18."]))
     assert question.strip() in opening and opening.endswith("assistant\n")  # a fresh assistant turn
+    assert smol.prompt_tokens(TASK.render(PROBLEMS[0], [])) == len(smol.tokenizer(opening)["input_ids"])  # as read
     assert continued.endswith("assistant\nJanet sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = 18.\n")
     (step,) = smol.propose([TASK.render(PROBLEMS[0], ["Janet sells 16 - 3 - 4 = 9 eggs."])])[0]
     assert step.text and not step.text.startswith("Janet sells 16 - 3 - 4")  # it continues, not restarts

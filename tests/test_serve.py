@@ -153,7 +153,7 @@ def ask(client, text: str, **kwargs):
     return client.chat.completions.create(messages=[{"role": "user", "content": text}], **kwargs)
 
 
-def test_the_tiny_policy_solves_a_game_with_a_verified_expression(client, evaluate_expression):
+def test_the_tiny_policy_solves_a_game_with_a_verified_expression(client, evaluate_expression, shipped_policy):
     reply = ask(client, "4 9 10 13 -> 24")
     content = reply.choices[0].message.content
     *steps, answer = content.splitlines()
@@ -163,6 +163,11 @@ def test_the_tiny_policy_solves_a_game_with_a_verified_expression(client, evalua
     extra = reply.model_extra["qstar"]
     assert extra["verified"] is True and extra["search"] == "mcts"
     assert reply.usage.completion_tokens == extra["tokens"] > sum(len(s) for s in steps)  # the whole search's tokens
+    task = get_task("game24")
+    prompt = task.render(task.parse_problem("4 9 10 13 -> 24"), [])
+    ids = shipped_policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert reply.usage.prompt_tokens == len(ids) + 1  # the prompt once, as the model reads it after its BOS
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     assert reply.choices[0].finish_reason == "stop"
 
 
@@ -189,7 +194,7 @@ def test_a_stream_sends_the_steps_one_by_one_then_the_answer_and_matches_the_who
         assert "".join(pieces) == whole  # seeded: the same search as the whole reply
         *steps, answer = pieces
         assert all(p.endswith("\n") and p.count("\n") == 1 for p in steps) and answer.startswith("Answer: ")
-        assert usage.completion_tokens == extra["tokens"] > 0
+        assert usage.completion_tokens == extra["tokens"] > 0 and usage.prompt_tokens > 0
 
 
 def test_requests_at_once_all_succeed_and_share_model_calls(server):
@@ -300,12 +305,14 @@ def test_a_kept_tree_is_a_page(client, server):
     assert missing.status_code == 404
 
 
-def test_a_backend_failure_is_502_with_the_reason():
+def test_a_backend_failure_is_502_with_the_reason_and_a_backends_prompt_count_is_its_own():
     with FaultServer(Faults(fail_marker="Target: 99", status=500)) as backend:
         args = ("--policy", backend.url, "--model", "fake-model", "--policy-args", '{"retries": 1, "timeout": 5}')
         with Server(*args) as server:
             client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
-            assert ask(client, "4 9 10 13 -> 24").choices[0].message.content  # the backend answers this one
+            reply = ask(client, "4 9 10 13 -> 24")
+            assert reply.choices[0].message.content  # the backend answers this one
+            assert reply.usage.prompt_tokens == 10  # what the backend says the prompt is (the fault server: 10)
             with pytest.raises(openai.APIStatusError) as caught:
                 ask(client, "4 9 10 13 -> 99")
             assert caught.value.status_code == 502 and "injected failure" in caught.value.body["message"]

@@ -30,6 +30,7 @@ class Ticket:
     on_tree: Callable[[Tree], None]
     job: Job | None = field(default=None, repr=False)
     cancelled: bool = False
+    prompt_tokens: int = 0  # the problem's prompt as the policy reads it, counted when the search starts
 
 
 class Engine:
@@ -114,12 +115,22 @@ class Engine:
     def admit(self) -> None:
         while self.waiting and len(self.batcher) < self.batch_size:
             ticket = self.waiting.pop(0)
+            ticket.prompt_tokens = self.count_prompt(ticket.problem)
             try:
                 ticket.job = self.batcher.add(
                     ticket.problem, ticket.search, ticket.budget, ticket.on_tree, ticket.on_commit, ticket.seed
                 )
             except Exception as error:  # a search that fails on this problem fails its request only
                 ticket.on_tree(Tree(ticket.problem, error=f"{type(error).__name__}: {error}"))
+
+    def count_prompt(self, problem: Problem) -> int:
+        """The tokens of the problem's prompt as the policy reads them (a server: one 1-token request); 0 when the
+        policy cannot tell. A count that fails never fails the request."""
+        try:
+            count = getattr(self.batcher.policy, "prompt_tokens", None)
+            return (count(self.batcher.task.render(problem, [])) if count else None) or 0
+        except Exception:
+            return 0
 
     def step(self) -> None:
         try:

@@ -135,9 +135,14 @@ def finish_reason(tree: Tree) -> str:
     return "stop" if tree.answer is not None and tree.answer.terminal else "length"
 
 
-def usage(tree: Tree) -> dict[str, int]:
-    """Every generated token of the search (policy and scorer), not only the chosen path's."""
-    return {"prompt_tokens": 0, "completion_tokens": tree.tokens, "total_tokens": tree.tokens}
+def usage(tree: Tree, prompt_tokens: int) -> dict[str, int]:
+    """The problem's prompt once, as the policy reads it, and every generated token of the search (policy and
+    scorer), not only the chosen path's."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": tree.tokens,
+        "total_tokens": prompt_tokens + tree.tokens,
+    }
 
 
 def verdict(task: Task, tree: Tree, order: Order, tree_url: str | None) -> dict[str, Any]:
@@ -154,7 +159,9 @@ def verdict(task: Task, tree: Tree, order: Order, tree_url: str | None) -> dict[
     }
 
 
-def completion(rid: str, model: str, task: Task, tree: Tree, order: Order, chat: bool, tree_url: str | None):
+def completion(
+    rid: str, model: str, task: Task, tree: Tree, order: Order, chat: bool, tree_url: str | None, prompt_tokens: int
+):
     """The whole reply of a request that did not stream."""
     text = "".join(s.text + "\n" for s in tree.best_path()) + answer_text(task, tree)
     choice: dict[str, Any] = {"index": 0, "finish_reason": finish_reason(tree), "logprobs": None}
@@ -168,7 +175,7 @@ def completion(rid: str, model: str, task: Task, tree: Tree, order: Order, chat:
         "created": int(time.time()),
         "model": model,
         "choices": [choice],
-        "usage": usage(tree),
+        "usage": usage(tree, prompt_tokens),
         "qstar": verdict(task, tree, order, tree_url),
     }
 

@@ -175,7 +175,7 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
         if tree.error:
             raise api.failure(tree)
         answered(tree, begun)
-        return api.completion(rid, model, task, tree, order, chat, keep(rid, tree))
+        return api.completion(rid, model, task, tree, order, chat, keep(rid, tree), ticket.prompt_tokens)
 
     def cancel(ticket: Ticket) -> None:
         """Stop a search whose client went away, and count it."""
@@ -220,7 +220,13 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
                         )
                     )
                     if order.include_usage:
-                        yield sse({**api.chunk(rid, model, chat), "choices": [], "usage": api.usage(tree)})
+                        yield sse(
+                            {
+                                **api.chunk(rid, model, chat),
+                                "choices": [],
+                                "usage": api.usage(tree, ticket.prompt_tokens),
+                            }
+                        )
                     answered(tree, begun)
                     break
             done = True

@@ -157,6 +157,10 @@ class HFPolicy:
         ids = self.tokenizer(self.text(prefix), add_special_tokens=not self.chat)["input_ids"]
         return ids, self.overflow(len(ids))
 
+    def prompt_tokens(self, prefix: str) -> int:
+        """How many tokens the model reads `prefix` as, its chat rendering's with `chat` (`usage.prompt_tokens`)."""
+        return len(self.prepare(prefix)[0])
+
     @torch.inference_mode()
     def propose(
         self,

@@ -83,6 +83,10 @@ class TinyPolicy:
         too_long = f"prompt of {len(ids)} tokens does not fit the model's context of {self.context}"
         return ids, too_long if len(ids) >= self.context else ""
 
+    def prompt_tokens(self, prefix: str) -> int:
+        """How many tokens the model reads `prefix` as, BOS included (a served reply's `usage.prompt_tokens`)."""
+        return len(self.prepare(prefix)[0])
+
     def propose(
         self,
         prefixes: list[str],
