@@ -107,6 +107,7 @@ def test_improve_help_explains_every_option(qstar):
         (["solve", "--numbers", "4", "9", "--target", "twenty"], "the target must be a whole number"),
         (["solve", "--target", "24"], "--numbers"),
         (["solve", "4 9 10 13"], "no target in '4 9 10 13'"),
+        (["solve", "4.5 9 10 13 -> 24"], "'4.5' is not a whole number"),
         (["solve", "--task", "gsm8k", "--numbers", "1", "2"], "--numbers is not an option of the gsm8k task"),
         (["solve", "--task", "chess", "--numbers", "1", "2", "--target", "3"], "unknown task 'chess'"),
         (["eval", "--task", "game24", "--search", "telepathy"], "unknown search 'telepathy'"),

@@ -170,3 +170,38 @@ def test_problems_file(tmp_path):
     bad.write_text("not json\n")
     with pytest.raises(QstarError, match=r"bad.jsonl:1:"):
         get_task("countdown", problems_file=str(bad)).problems("test")
+
+
+@pytest.mark.parametrize(
+    "text, numbers, target",
+    [
+        ("4 9 10 13 -> 24", [4, 9, 10, 13], 24),
+        ("use 4 9 10 13 to make 24", [4, 9, 10, 13], 24),
+        ("Use 4, 9, 10 and 13 to reach 24!", [4, 9, 10, 13], 24),
+        ("[4, 9, 10, 13] -> 24", [4, 9, 10, 13], 24),
+        ("Numbers: 4 9 10 13. Target: 24", [4, 9, 10, 13], 24),
+        ("4 9 10 13 -> 24 (game 1)", [4, 9, 10, 13], 24),
+    ],
+)
+def test_free_text_reads_the_numbers_and_the_target(text, numbers, target):
+    problem = TASK.parse_problem(text)
+    assert (problem.meta["numbers"], problem.meta["target"]) == (numbers, target)
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("4.5 9 10 13 -> 24", "'4.5' is not a whole number"),  # not 4 and 5
+        ("-3 4 5 6 -> 24", "'-3' is not a whole number"),  # not 3
+        ("4 9 10 13 -> -24", "'-24' is not a whole number"),
+        ("4 9 10 13 -> 24.5", "'24.5' is not a whole number"),
+        ("4 9 1e3 13 -> 24", "'1e3' is not a whole number"),
+        ("4x 9 10 13 -> 24", "'4x' is not a number"),
+        ("4 nine 10 13 -> 24", "'nine' between the numbers"),  # not the game 4 10 13
+        ("make 24 from 4 9 10 13", "no numbers before the target"),
+        ("4 9 10 13", "no target in"),
+    ],
+)
+def test_free_text_that_does_not_say_one_problem_is_refused_not_read_in_part(text, says):
+    with pytest.raises(QstarError, match=says):
+        TASK.parse_problem(text)

@@ -14,6 +14,7 @@ from qstar.tasks.countdown.solver import is_solvable
 from qstar.types import Problem
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # ships inside the package (MIT, see its LICENSE)
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")  # signs, decimals: to refuse
 TARGET_MARK = re.compile(r"->|=>|→|=|\btarget\b|\bmake\b|\breach\b|\bget\b", re.IGNORECASE)
 
 
@@ -44,18 +45,43 @@ def parse_target(value: object) -> int:
         raise QstarError(f"the target must be a whole number, got {value!r}") from None
 
 
+def whole_numbers(text: str) -> list[str]:
+    """The numbers written in `text`, each a whole number >= 0: a sign, a decimal point or an exponent is an error,
+    not a number read in parts (`4.5` is not 4 and 5, `-3` not 3)."""
+    found = NUMBER.findall(text)
+    for number in found:
+        if not number.isdigit():
+            raise QstarError(f"{number!r} is not a whole number: the numbers and the target are whole numbers >= 0")
+    mixed = [word for word in NUMBER.sub(" ", text).split() if any(c.isdigit() for c in word)]
+    if mixed:
+        raise QstarError(
+            f"{mixed[0]!r} is not a number: write the numbers and the target in digits, e.g. 4 9 10 13 -> 24"
+        )
+    return found
+
+
 def parse_text(text: str, default_target: int | None) -> tuple[list[int], int]:
     """Numbers and target from free text: `4 9 10 13 -> 24`, `use 4 9 10 13 to make 24`, `4 9 10 13` (Game of
-    24: the target is 24)."""
+    24: the target is 24). Between the numbers only commas, brackets and `and` may stand: a word there (`nine`)
+    is an error, not a number left out."""
     mark = TARGET_MARK.search(text)
     before, after = (text[: mark.start()], text[mark.end() :]) if mark else (text, "")
-    numbers = parse_numbers(re.findall(r"\d+", before) or text.split())
-    found = re.findall(r"\d+", after)
-    if mark is None or not found:
+    found = whole_numbers(before)
+    if found:  # the text from the first number to the last
+        inner = before[NUMBER.search(before).start() : before.rindex(found[-1]) + len(found[-1])]  # type: ignore[union-attr]
+        stray = re.sub(r"\band\b", " ", NUMBER.sub(" ", inner))
+        if stray.strip(" \t\n,;&[]()"):
+            word = stray.replace(",", " ").split()[0]
+            raise QstarError(f"{word!r} between the numbers of {text.strip()!r}: write them as digits, e.g. 4 9 10 13")
+    if not found:
+        raise QstarError(f"no numbers before the target in {text.strip()!r}; write them as '4 9 10 13 -> 24'")
+    numbers = parse_numbers(found)
+    target = whole_numbers(after)
+    if mark is None or not target:
         if default_target is None:
             raise QstarError(f"no target in {text.strip()!r}; write it as '4 9 10 13 -> 24'")
         return numbers, default_target
-    return numbers, parse_target(found[0])
+    return numbers, parse_target(target[0])
 
 
 def load_file(path: Path) -> list[Problem]:
