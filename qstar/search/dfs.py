@@ -23,7 +23,9 @@ class DFS:
     accept: float = option(1.0, "a terminal step valued at least this ends the search (above 1: explore on)")
     temperature: float = option(1.0, "sampling temperature of the proposals")
     distinct: bool = option(
-        False, "a node's proposals sampled without replacement, k different steps (where the policy can: tiny)"
+        False,
+        "a node's proposals sampled without replacement, k different steps (tiny and HF backends; a server's are "
+        "samples, repeats possible)",
     )
     max_expansions: int = option(64, "most nodes expanded")
     widen: bool = option(False, "once the first steps are explored, propose more of them (while new ones come)")
