@@ -167,6 +167,9 @@ def test_problems_file(tmp_path):
     bad.write_text(json.dumps({"numbers": [1, 2], "target": 3}) + "\n" + '{"numbers": [1, 2]}\n')
     with pytest.raises(QstarError, match=r"bad.jsonl:2: .*target"):
         get_task("countdown", problems_file=str(bad)).problems("test")
+    bad.write_text(json.dumps({"numbers": [1, 2], "target": -3}) + "\n")
+    with pytest.raises(QstarError, match=r"bad.jsonl:1: .*>= 0, got -3"):
+        get_task("countdown", problems_file=str(bad)).problems("test")
     bad.write_text("not json\n")
     with pytest.raises(QstarError, match=r"bad.jsonl:1:"):
         get_task("countdown", problems_file=str(bad)).problems("test")

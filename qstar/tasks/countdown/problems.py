@@ -33,16 +33,21 @@ def parse_numbers(values: list[str] | str) -> list[int]:
         numbers = [int(x) for x in items]
     except ValueError:
         raise QstarError(f"numbers must be whole numbers, got {' '.join(map(str, items))!r}") from None
-    if len(numbers) < 2 or any(n < 0 for n in numbers):
-        raise QstarError(f"need at least two non-negative numbers, got {numbers}")
+    if any(n < 0 for n in numbers):
+        raise QstarError(f"numbers must be whole numbers >= 0, got {min(numbers)}")
+    if len(numbers) < 2:
+        raise QstarError(f"need at least two numbers, got {numbers}")
     return numbers
 
 
 def parse_target(value: object) -> int:
     try:
-        return int(str(value))
+        target = int(str(value))
     except ValueError:
         raise QstarError(f"the target must be a whole number, got {value!r}") from None
+    if target < 0:
+        raise QstarError(f"the target must be a whole number >= 0, got {target}")
+    return target
 
 
 def whole_numbers(text: str) -> list[str]:
@@ -74,7 +79,8 @@ def parse_text(text: str, default_target: int | None) -> tuple[list[int], int]:
             word = stray.replace(",", " ").split()[0]
             raise QstarError(f"{word!r} between the numbers of {text.strip()!r}: write them as digits, e.g. 4 9 10 13")
     if not found:
-        raise QstarError(f"no numbers before the target in {text.strip()!r}; write them as '4 9 10 13 -> 24'")
+        where = "before the target " if mark else ""
+        raise QstarError(f"no numbers {where}in {text.strip()!r}; write them as '4 9 10 13 -> 24'")
     numbers = parse_numbers(found)
     target = whole_numbers(after)
     if mark is None or not target:
@@ -90,8 +96,8 @@ def load_file(path: Path) -> list[Problem]:
     for lineno, row in numbered_jsonl(path):
         try:
             numbers = parse_numbers(row["numbers"])
-            target = int(row["target"])
-        except (KeyError, TypeError, ValueError) as e:
+            target = parse_target(row["target"])
+        except (KeyError, TypeError, ValueError, QstarError) as e:
             detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
             raise QstarError(
                 f'{path}:{lineno}: bad problem ({detail}); expected {{"numbers": [...], "target": N}}'

@@ -88,7 +88,7 @@ class Countdown:
 
     def parse_problem(self, text: str, answer: str | None = None) -> Problem:
         numbers, target = source.parse_text(text, 24 if self.preset == "game24" else None)
-        return source.make_problem("text", self.game_numbers(numbers), target)
+        return source.make_problem("text", *self.game(numbers, target))
 
     def problem_from_args(self, args: Mapping[str, Any]) -> Problem:
         if args.get("problem"):
@@ -98,16 +98,19 @@ class Countdown:
         if args.get("target") is None and self.preset != "game24":
             raise QstarError("--target is required for countdown")
         target = 24 if args.get("target") is None else source.parse_target(args["target"])
-        return source.make_problem("cli", self.game_numbers(source.parse_numbers(args["numbers"])), target)
+        return source.make_problem("cli", *self.game(source.parse_numbers(args["numbers"]), target))
 
-    def game_numbers(self, numbers: list[int]) -> list[int]:
-        """A user's numbers, checked: the Game of 24 is played with four (countdown takes two or more)."""
+    def game(self, numbers: list[int], target: int) -> tuple[list[int], int]:
+        """A user's numbers and target, checked: the Game of 24 is played with four numbers to 24 (countdown takes
+        two or more, to any target)."""
         if self.preset == "game24" and len(numbers) != 4:
             shown = " ".join(map(str, numbers))
             raise QstarError(
                 f"the Game of 24 takes four numbers, got {len(numbers)} ({shown}); --task countdown takes any"
             )
-        return numbers
+        if self.preset == "game24" and target != 24:
+            raise QstarError(f"the Game of 24's target is 24, not {target}; --task countdown takes any")
+        return numbers, target
 
     # ---- steps ----------------------------------------------------------------------------------------
 
