@@ -118,6 +118,11 @@ def test_improve_help_explains_every_option(qstar):
         (["eval", "--search", "mcts", "--search-args", '{"sims": 3}'], "search 'mcts' has no option 'sims'"),
         (["eval", "--search", "astar", "--search-args", '{"aggregation": "max"}'], "aggregation must be one of"),
         (["eval", "--search", "mcts", "--search-args", '{"k": "4"}'], "option 'k' must be int, not '4'"),
+        (
+            ["eval", "--search", "mcts", "--search-args", '{"simulations": -3}'],
+            "simulations must be at least 1, not -3",
+        ),
+        (["eval", "--search", "sample", "--search-args", '{"temperature": -1}'], "temperature must be 0 or more"),
         (["eval", "--scorer", "rollouts", "--scorer-args", '{"k": true}'], "option 'k' must be int, not True"),
         (["view", "/no/such/trees.jsonl.gz"], "no such file or folder"),
         (["serve", "--search", "beam", "--search-args", '{"width": 0.5}'], "option 'width' must be int"),

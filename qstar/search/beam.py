@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qstar.config import option
-from qstar.search.base import Commit, Context, SearchRun, register_search
+from qstar.search.base import Commit, Context, SearchRun, check_ranges, register_search
 from qstar.search.steps import best, common_ancestor, grow, unique
 from qstar.types import Problem, Tree
 
@@ -19,6 +19,9 @@ class Beam:
     k: int = option(5, "proposals under each kept partial solution")
     temperature: float = option(1.0, "sampling temperature of the proposals")
     max_steps: int = option(16, "most steps deep")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, ("width", "k", "max_steps"))
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)
@@ -51,6 +54,9 @@ class DVTS:
     k: int = option(4, "proposals at each step of a beam")
     temperature: float = option(1.0, "sampling temperature of the proposals")
     max_steps: int = option(16, "most steps deep")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, ("subtrees", "k", "max_steps"))
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qstar.config import option
-from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.base import Context, SearchRun, check_ranges, register_search
 from qstar.search.steps import best, grow
 from qstar.types import Node, Problem, Tree
 
@@ -29,6 +29,9 @@ class DFS:
     )
     max_expansions: int = option(64, "most nodes expanded")
     widen: bool = option(False, "once the first steps are explored, propose more of them (while new ones come)")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, ("k", "root_k", "max_expansions"))
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)

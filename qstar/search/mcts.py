@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from qstar.config import option
-from qstar.search.base import Context, SearchRun, register_search
+from qstar.search.base import Context, SearchRun, check_ranges, register_search
 from qstar.search.steps import (
     affordable,
     affordable_prefix,
@@ -40,6 +40,9 @@ class MCTS:
     c_puct: float = option(1.0, "weight of the prior-guided exploration bonus in PUCT")
     temperature: float = option(1.0, "sampling temperature of the proposals")
     stop_on_solution: bool = option(True, "end once a terminal path scores 1 (the verifier accepted it)")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, ("simulations", "k"), ("temperature", "c_puct"))
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from qstar.config import option
-from qstar.search.base import Commit, Context, SearchRun, register_search
+from qstar.search.base import Commit, Context, SearchRun, check_ranges, register_search
 from qstar.search.steps import affordable, affordable_prefix, best, expand, score_nodes
 from qstar.types import Node, Problem, Tree
 
@@ -49,6 +49,10 @@ class Trajectories:
     n: int | None = option(None, "trajectories (default: as many as the budget affords)")
     temperature: float = option(1.0, "sampling temperature")
     max_steps: int = option(16, "most steps in a trajectory")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, ("n", "max_steps"))
+
     unbudgeted_n: ClassVar[int] = 8  # how many when neither `n` nor a budget is given
 
     def sample(self, problem: Problem, ctx: Context):
