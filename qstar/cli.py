@@ -451,11 +451,13 @@ def print_solve(result: dict, console: Console) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    from qstar.io import save_trees
+    from qstar.io import check_writable, save_trees
     from qstar.pipelines.evaluate import evaluate
     from qstar.search import get_search
 
     search = get_search(args.search, **args.search_args)
+    if args.save_trees:
+        check_writable(args.save_trees)  # before the search, not after it
     task, policy, scorer, replica = setup(args)
     split = args.split or task.eval_split
     problems = task.problems(split, limit=args.limit)
@@ -501,6 +503,7 @@ def print_eval(result: dict, console: Console) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> dict:
+    from qstar.io import check_writable
     from qstar.pipelines import compare
     from qstar.search import get_search
 
@@ -516,6 +519,7 @@ def cmd_compare(args: argparse.Namespace) -> dict:
         raise QstarError(f"--budgets must be comma-separated whole numbers, got {args.budgets!r}") from None
     if any(b < 1 for b in budgets):
         raise QstarError("--budgets must be at least 1")
+    check_writable(args.out, folder=True)
     task, policy, scorer, replica = setup(args)
     problems = task.problems(args.split or task.eval_split, limit=args.limit)
     configured = [(name, args.search_args.get(name, {})) for name in searches]
@@ -567,12 +571,14 @@ def cmd_train(args: argparse.Namespace) -> dict:
         from qstar.pipelines.train import CONFIGS, train
     except ImportError as e:
         raise QstarError(f"qstar train needs TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)") from None
+    from qstar.io import check_writable
     from qstar.train.config import LoRAConfig
 
     settings = read_config_file(args.config) if args.config else {}
     cfg = from_dict(CONFIGS[args.kind], merge(settings, given_settings(args, CONFIGS[args.kind])))
     lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
     lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
+    check_writable(args.output_dir, folder=True)  # before the training, not after it
     summary = train(args.kind, args.model, args.records, args.output_dir, cfg, lora, args.separator)
     return {
         "kind": args.kind,

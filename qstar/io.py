@@ -18,6 +18,27 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
+def check_writable(path: str | Path, folder: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a file where a folder is asked for (or a
+    folder where a file is), a place under a file, one without write permission. Makes the folder the output goes
+    in (`path` itself with `folder`). Returns the path."""
+    path = Path(path)
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists() and path.is_dir() != folder:
+        raise QstarError(f"{path} is a {other}: name a {kind} to write")
+    parent = path if folder else path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise QstarError(f"cannot write {path}: {existing} is a file")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise QstarError(f"cannot write {path}: {e.strerror or e}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise QstarError(f"cannot write {path}: no permission to write in {parent}")
+    return path
+
+
 def replace_folder(source: str | Path, path: str | Path) -> None:
     """Rename the finished folder `source` to `path`, replacing a folder left there by a run killed before: a folder
     named `path` is always a whole one."""

@@ -159,6 +159,26 @@ def test_bad_input_is_one_line_and_exit_2(qstar, args, message):
     assert len(lines) == 1 and message in lines[0], out.stderr
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(qstar, tmp_path):
+    """A folder where a file goes (or a file where a folder goes) is one line before the search or training, not a
+    traceback after it that loses the results."""
+    folder, file = tmp_path / "folder", tmp_path / "file"
+    folder.mkdir()
+    file.write_text("")
+    cases = [
+        (["eval", "--limit", "1", "--save-trees", str(folder)], f"{folder} is a folder: name a file"),
+        (["eval", "--limit", "1", "--save-trees", str(file / "t.jsonl.gz")], f"{file} is a file"),
+        (["compare", "--limit", "1", "--out", str(file)], f"{file} is a file: name a folder"),
+        (["view", str(tmp_path), "-o", str(folder)], f"{folder} is a folder: name a file"),
+        (["train", "sft", "--model", "tiny", "--records", str(file), "--output-dir", str(file)], "name a folder"),
+    ]
+    for args, message in cases:
+        out = qstar(*args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and message in lines[0], (args, out.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"] and not list(folder.iterdir())
+
+
 def test_a_config_file_with_a_mistyped_key_fails_before_any_work(qstar, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('data_search = "dfs"\n[sft]\nepochs = 3\nlearning_rate = 0.1\n')

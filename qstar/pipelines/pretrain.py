@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from qstar.io import check_writable
 from qstar.models import device_of, encode, pad
 from qstar.pipelines.evaluate import summarize
 from qstar.pipelines.pretrain_config import PretrainConfig
@@ -54,6 +55,7 @@ def legal_step_rate(policy: TinyPolicy, problems: list[Problem], task: Countdown
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Train from scratch, save to `cfg.output_dir` (HF format) and return the final metrics."""
+    check_writable(cfg.output_dir, folder=True)  # before the training, not after it
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model, tokenizer = new_tiny_model(cfg.hidden, cfg.layers, cfg.heads, cfg.mlp)  # initialised on the CPU, seeded

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qstar.errors import QstarError
-from qstar.io import atomic_write, load_trees, read_jsonl
+from qstar.io import atomic_write, check_writable, load_trees, read_jsonl
 from qstar.tasks.base import Task, get_task
 from qstar.types import Node, Tree
 
@@ -212,6 +212,7 @@ def view(source: str | Path, problem: str | None = None, output: str | Path | No
     source = Path(source)
     if not source.exists():
         raise QstarError(f"no such file or folder: {source}")
+    check_writable(output or DEFAULT_OUTPUT)
     trees: list[Tree] = []
     groups: list[str] = []
     marks: dict[Node, dict[str, Any]] = {}
