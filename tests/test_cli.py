@@ -200,6 +200,8 @@ def test_improve_refuses_what_it_cannot_do_before_any_search(qstar, tmp_path):
     (other / "config.json").write_text('{"task": "countdown"}')
     out = qstar("improve", "--run-dir", str(other), "--resume")
     assert out.returncode == 2 and "holds a run of the countdown task, not game24" in out.stderr
+    out = qstar("improve", "--run-dir", str(tmp_path / "none"), "--resume")
+    assert out.returncode == 2 and "no run to resume in" in out.stderr and not (tmp_path / "none").exists()
     args = ["improve", "--run-dir", str(tmp_path / "lora"), "--lora", "--lora-targets", "no_such_proj"]
     out = qstar(*args)
     assert out.returncode == 2 and "LoRA adapters cannot wrap the llama model" in out.stderr

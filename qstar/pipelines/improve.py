@@ -100,8 +100,10 @@ class Improve:
             check_adapters(self.policy_path(0), cfg.lora_settings.peft())
         if cfg.served:
             check_same_tokenizer(load_policy(cfg.policy, **cfg.server_args), self.policy_path(0))
-        self.lock = lock_run_folder(self.dir)
         saved = self.dir / "config.json"
+        if resume and not saved.exists():  # a run writes its settings before any stage: nothing was started here
+            raise QstarError(f"no run to resume in {self.dir} (it holds no config.json): drop --resume to start one")
+        self.lock = lock_run_folder(self.dir)
         if saved.exists():
             if not resume:
                 raise QstarError(
