@@ -51,6 +51,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535 (argparse type)."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    return value
+
+
 def names(kind: str) -> str:
     from qstar.policy import POLICIES
     from qstar.scorers import SCORERS
@@ -329,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generated tokens a request may spend: the default and the cap (default: 2000)",
     )
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    srv.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    srv.add_argument("--port", type=port_number, default=8000, help="port to listen on, 1-65535 (default: 8000)")
     srv.add_argument(
         "--api-key",
         dest="serve_key",

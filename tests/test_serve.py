@@ -325,3 +325,11 @@ def test_listening_beyond_this_machine_without_a_key_warns_and_bad_options_fail_
         assert "warning" in server.process.communicate(timeout=10)[1]
     done = qstar("serve", "--search", "mcts", "--search-args", '{"nope": 1}', timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "nope" in done.stderr
+
+
+def test_a_port_in_use_or_out_of_range_is_one_line_before_the_banner(qstar, server):
+    taken = qstar("serve", "--port", str(server.port), "--policy", "tiny-rules", timeout=60)
+    assert taken.returncode == 2 and taken.stderr.count("\n") == 1, taken.stderr
+    assert f"cannot listen on 127.0.0.1:{server.port}" in taken.stderr and "http://" not in taken.stderr
+    wrong = qstar("serve", "--port", "99999", timeout=60)
+    assert wrong.returncode == 2 and "a port is 1-65535, got 99999" in wrong.stderr

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import sys
 import time
 import uuid
@@ -292,9 +293,27 @@ def serve(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConfig, h
             file=sys.stderr,
         )
     app = create_app(task, policy, scorer, cfg)
+    sock = listen(host, port)
     print(
         f"qstar serve: http://{host}:{port}/v1  model {cfg.model!r}, search {cfg.search}, budget {cfg.budget}",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before it says it serves: a port in use, or a host that is not this machine's,
+    is one line (uvicorn's own bind prints a traceback after the banner)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise QstarError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise QstarError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
