@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import tomllib
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +42,42 @@ def nested(cls: type) -> dict[str, type]:
     return {f.name: types[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(types[f.name])}
 
 
+SIMPLE_KINDS = (bool, int, float, str, type(None))
+
+
+def option_kinds(factory: Any) -> dict[str, tuple[type, ...]]:
+    """The types a dataclass's options of simple types (numbers, text, flags, None) accept: what a JSON or TOML
+    value is checked against before the config or plug-in is made, so a wrong kind fails at once and not in the
+    middle of a run."""
+    if not dataclasses.is_dataclass(factory):
+        return {}
+    try:
+        hints = typing.get_type_hints(factory)
+    except (NameError, TypeError):  # a hint this module cannot resolve: leave its checks to the plug-in
+        return {}
+    kinds = {}
+    for key, hint in hints.items():
+        args = (
+            typing.get_args(hint)
+            if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+            else (hint,)
+        )
+        if all(a in SIMPLE_KINDS for a in args):
+            kinds[key] = tuple(args) + ((int,) if float in args else ()) + ((os.PathLike,) if str in args else ())
+    return kinds
+
+
+def wrong_kind(factory: Any, values: Mapping[str, Any]) -> tuple[str, str, Any] | None:
+    """The first value whose kind its option does not accept (a flag is not a number): (key, wanted, value)."""
+    checked = option_kinds(factory)
+    for key, value in values.items():
+        kinds = checked.get(key)
+        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds if k is not os.PathLike)
+            return key, wanted, value
+    return None
+
+
 def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
     """`cls(**data)`, with nested configs built from nested mappings (laid over the field's default) and any unknown
     key a one-line error."""
@@ -48,6 +86,10 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
     if unknown:
         raise QstarError(f"unknown setting {where + unknown[0]!r}; {cls.__name__} has {', '.join(sorted(names))}")
     values = dict(data)
+    wrong = wrong_kind(cls, values)
+    if wrong:
+        key, wanted, value = wrong
+        raise QstarError(f"setting {where + key!r} must be {wanted}, not {value!r}")
     defaults = {f.name: f for f in dataclasses.fields(cls)}
     for name, sub in nested(cls).items():
         if isinstance(values.get(name), Mapping):  # laid over this config's own default of that field

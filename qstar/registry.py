@@ -12,15 +12,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
-import os
 import sys
-import types
-import typing
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from qstar.config import wrong_kind
 from qstar.errors import QstarError
 
 T = TypeVar("T")
@@ -95,41 +93,15 @@ class Registry(Generic[T]):
         if unknown:
             known = ", ".join(k for k in accepted if k not in (context or {})) or "none"
             raise QstarError(f"{self.kind} {name!r} has no option {unknown[0]!r} (its options: {known})")
-        checked = option_kinds(entry.factory)
-        for key, value in options.items():
-            kinds = checked.get(key)
-            if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-                wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds if k is not os.PathLike)
-                raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value!r}")
+        wrong = wrong_kind(entry.factory, options)
+        if wrong:
+            key, wanted, value = wrong
+            raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value!r}")
         given = {k: v for k, v in (context or {}).items() if k in accepted}
         try:
             return entry.factory(**{**entry.defaults, **options, **given})
         except TypeError as e:  # a required option left out, or a value of the wrong kind
             raise QstarError(f"{self.kind} {name!r}: {e}") from None
-
-
-SIMPLE_KINDS = (bool, int, float, str, type(None))
-
-
-def option_kinds(factory: Callable[..., Any]) -> dict[str, tuple[type, ...]]:
-    """The types a dataclass's options of simple types (numbers, text, flags, None) accept: what a JSON option is
-    checked against before the plug-in is made, so a wrong kind fails at once and not in the middle of a run."""
-    if not dataclasses.is_dataclass(factory):
-        return {}
-    try:
-        hints = typing.get_type_hints(factory)
-    except (NameError, TypeError):  # a hint this module cannot resolve: leave its checks to the plug-in
-        return {}
-    kinds = {}
-    for key, hint in hints.items():
-        args = (
-            typing.get_args(hint)
-            if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-            else (hint,)
-        )
-        if all(a in SIMPLE_KINDS for a in args):
-            kinds[key] = tuple(args) + ((int,) if float in args else ()) + ((os.PathLike,) if str in args else ())
-    return kinds
 
 
 def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:

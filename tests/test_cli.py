@@ -185,6 +185,13 @@ def test_a_config_file_with_a_mistyped_key_fails_before_any_work(qstar, tmp_path
     out = qstar("improve", "--run-dir", str(tmp_path / "run"), "--config", str(config))
     assert out.returncode == 2 and "unknown setting 'sft.learning_rate'" in out.stderr
     assert not (tmp_path / "run").exists()
+    for text, says in [
+        ('iterations = "two"\n', "setting 'iterations' must be int, not 'two'"),
+        ('[sft]\nepochs = "x"\n', "setting 'sft.epochs' must be float or int, not 'x'"),
+    ]:
+        config.write_text(text)
+        out = qstar("improve", "--run-dir", str(tmp_path / "run"), "--config", str(config))
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
 
 
 def test_malformed_problems_file_names_the_line(qstar, tmp_path):
