@@ -114,11 +114,12 @@ def add_model_args(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> N
         help='scorer options as JSON, e.g. \'{"k": 2}\' (rollouts), \'{"aggregate": "last"}\' (prm), '
         "'{\"samples\": 3}' (judge); `qstar list` shows every option",
     )
+    p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: 0)")
     p.add_argument(
-        "--seed", type=int, default=0, help="random seed for sampling (eval, compare: the first of --seeds seeds)"
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=64, help="problems kept in flight, their model calls batched"
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="problems kept in flight, their model calls batched (default: 64)",
     )
     add_plugin_arg(p)
 
@@ -254,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_problem_args(ev)
     add_search_args(ev)
     ev.add_argument("--budget", type=positive_int, default=None, help="most generated tokens per problem")
-    ev.add_argument("--seeds", type=positive_int, default=1, help="repeat with seeds 0..S-1; report mean and std")
+    ev.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="run S times, with seeds --seed to --seed + S - 1; report the mean and std (default: 1)",
+    )
     ev.add_argument("--save-trees", default=None, help="write every search tree here (JSON lines, .gz to compress)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_model_args(ev)
@@ -262,15 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="compare searches at equal budgets: table (md, json) and plot (png)")
     add_problem_args(cmp)
-    cmp.add_argument("--searches", default="greedy,best-of-n,beam,mcts,astar", help="comma-separated search names")
+    cmp.add_argument(
+        "--searches",
+        default="greedy,best-of-n,beam,mcts,astar",
+        help="comma-separated search names (default: greedy,best-of-n,beam,mcts,astar)",
+    )
     cmp.add_argument(
         "--search-args",
         type=json_object,
         default={},
         help='hyper-parameters per search as JSON, e.g. \'{"mcts": {"simulations": 128}, "beam": {"width": 3}}\'',
     )
-    cmp.add_argument("--budgets", default="500,2000,8000", help="comma-separated token budgets per problem")
-    cmp.add_argument("--seeds", type=positive_int, default=3, help="seeds per (search, budget)")
+    cmp.add_argument(
+        "--budgets", default="500,2000,8000", help="comma-separated token budgets per problem (default: 500,2000,8000)"
+    )
+    cmp.add_argument(
+        "--seeds", type=positive_int, default=3, help="seeds per (search, budget), from --seed on (default: 3)"
+    )
     cmp.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
     add_model_args(cmp)
     add_scale_args(cmp)
@@ -396,6 +410,8 @@ def replica_of(args: argparse.Namespace):
     from qstar.policy import policy_name
     from qstar.scorers import default_scorer, scorer_name
 
+    if getattr(args, "problems", None) and getattr(args, "split", None):
+        raise QstarError("--split picks among the task's own problems: drop it with --problems FILE")
     replica = Replica(
         task=args.task,
         task_options={"problems_file": args.problems} if getattr(args, "problems", None) else {},
@@ -429,6 +445,9 @@ def cmd_solve(args: argparse.Namespace) -> dict:
     for name in problem_fields():
         if getattr(args, name, None) is not None and name not in allowed:
             raise QstarError(f"--{name.replace('_', '-')} is not an option of the {args.task} task")
+    both = [f"--{name.replace('_', '-')}" for name in allowed if name != "answer" and getattr(args, name) is not None]
+    if args.problem and both:
+        raise QstarError(f"give the problem as text or with {' and '.join(both)}, not both")
     problem = get_task(args.task).problem_from_args(vars(args))
     search = get_search(args.search, **args.search_args)
     task, policy, scorer, _ = setup(args)
@@ -516,6 +535,11 @@ def cmd_compare(args: argparse.Namespace) -> dict:
     from qstar.search import get_search
 
     searches = [s.strip() for s in args.searches.split(",") if s.strip()]
+    if not searches:
+        raise QstarError("--searches names no search: give comma-separated names, e.g. greedy,best-of-n")
+    twice = next((name for name in searches if searches.count(name) > 1), None)
+    if twice:
+        raise QstarError(f"--searches names {twice!r} twice")
     unknown = [name for name in args.search_args if name not in searches]
     if unknown:
         raise QstarError(f"--search-args names {unknown[0]!r}, which is not among --searches")

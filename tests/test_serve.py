@@ -242,6 +242,7 @@ def test_wrong_or_missing_key_is_401_and_health_needs_none(server):
         ("4 9 10 13 -> 24", {"extra_body": {"search_args": {"k": "many"}}}, 400, "bad search"),
         ("4 9 10 13 -> 24", {"extra_body": {"search": "mcts", "search_args": {"simulations": -2}}}, 400, "at least 1"),
         ("4 9 10 13 -> 24", {"n": 2}, 400, "`n` must be 1"),
+        ("4 9 10 13 -> 24", {"extra_body": {"stream": "yes"}}, 400, "`stream` must be true or false"),
         ("4 9 10 13 -> 24", {"max_tokens": 0}, 400, "`max_tokens` must be a positive integer"),
         ("4 9 10 13 -> 24", {"extra_body": {"budget": None, "max_tokens": "lots"}}, 400, "`max_tokens` must be"),
         ("4 9 10 13 -> 24", {"model": "gpt-4"}, 404, "does not exist"),

@@ -114,8 +114,11 @@ def read_order(body: dict[str, Any], task: Task, caps: Caps, chat: bool) -> Orde
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise APIError(400, "`seed` must be an integer", code="invalid_value")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise APIError(400, "`stream` must be true or false", code="invalid_value")
     options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
-    return Order(problem, name, search, budget, seed, bool(body.get("stream")), bool(options.get("include_usage")))
+    return Order(problem, name, search, budget, seed, bool(stream), bool(options.get("include_usage")))
 
 
 def failure(tree: Tree) -> APIError:

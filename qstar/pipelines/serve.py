@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from qstar.config import option
+from qstar.config import check, option
 from qstar.errors import QstarError
 from qstar.pipelines import openai_api as api
 from qstar.pipelines.engine import Engine, Ticket
@@ -44,8 +44,10 @@ class ServeConfig:
     window: float = option(0.01, "seconds an idle engine waits for requests to batch")
 
     def __post_init__(self) -> None:
-        if self.budget < 1 or self.batch_size < 1 or self.keep_trees < 0 or self.window < 0:
-            raise QstarError("--budget and --batch-size must be positive, --keep-trees and --window not negative")
+        for name in ("budget", "batch_size"):
+            check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        for name in ("keep_trees", "window"):
+            check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
 
 
 class Metrics:

@@ -46,7 +46,7 @@ def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float
 class Trajectories:
     """Shared fields of the whole-trajectory searches: `n` trajectories, or all the budget allows when None."""
 
-    n: int | None = option(None, "trajectories (default: as many as the budget affords)")
+    n: int | None = option(None, "trajectories (None: as many as the budget affords)")
     temperature: float = option(1.0, "sampling temperature")
     max_steps: int = option(16, "most steps in a trajectory")
 
