@@ -452,6 +452,8 @@ def cmd_solve(args: argparse.Namespace) -> dict:
     search = get_search(args.search, **args.search_args)
     task, policy, scorer, _ = setup(args)
     (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget, seed=args.seed)
+    if tree.calls == 0 and not tree.error:
+        warn_unaffordable(args.budget, policy)
     steps = [s.text for s in tree.best_path()]
     return {
         "solved": tree.solved if problem.answer is not None else None,
@@ -461,6 +463,14 @@ def cmd_solve(args: argparse.Namespace) -> dict:
         "calls": tree.calls,
         "error": tree.error,
     }
+
+
+def warn_unaffordable(budget: int | None, policy: Any) -> None:
+    """Say why a search made no model call: its budget is below one request's worst case (a search pays for each
+    request at its worst before making it)."""
+    cap = getattr(policy, "max_step_tokens", None)
+    cost = f" (a step may cost up to {cap} tokens)" if cap else ""
+    print(f"qstar: warning: the budget of {budget} tokens affords no model call{cost}; raise --budget", file=sys.stderr)
 
 
 def print_solve(result: dict, console: Console) -> None:
@@ -502,6 +512,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
             workers=workers,
             seed=args.seed,
         )
+    if result.calls_per_problem == 0 and not result.failed:
+        warn_unaffordable(args.budget, policy)
     if args.save_trees:
         trees = [tree for run in runs for tree in run]
         save_trees(args.save_trees, trees, search=args.search, budget=args.budget)
@@ -527,6 +539,10 @@ def print_eval(result: dict, console: Console) -> None:
         f"{result['seconds']:.1f}",
     )
     console.print(table)
+    if result["first_error"]:
+        console.print(
+            f"[red]failed[/]: {result['failed']:g} problem(s), the first: {result['first_error']}", markup=True
+        )
 
 
 def cmd_compare(args: argparse.Namespace) -> dict:

@@ -232,3 +232,14 @@ def test_a_device_is_auto_or_one_this_machine_has():
     if not torch.cuda.is_available():
         with pytest.raises(QstarError, match="'cuda:1' is not available on this machine"):
             device_of("cuda:1")
+
+
+def test_what_a_run_could_not_do_is_said_not_only_counted(qstar):
+    """Problems whose search failed are counted with the first one's reason; a budget below one request's worst
+    case, which lets no search start, is a warning rather than a silent 0%."""
+    out = qstar("eval", "--task", "gsm8k", "--limit", "2", "--json")
+    result = json.loads(out.stdout)
+    assert out.returncode == 0 and result["failed"] == 2
+    assert "does not fit the model's context" in result["first_error"]  # the tiny model on a few-shot prompt
+    out = qstar("solve", "4 9 10 13 -> 24", "--budget", "5")
+    assert out.returncode == 0 and "the budget of 5 tokens affords no model call" in out.stderr

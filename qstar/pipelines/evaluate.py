@@ -36,6 +36,7 @@ class EvalResult:
     seconds: float
     seeds: int = 1
     failed: float = 0.0  # problems per seed whose search ended on a backend error (counted as unsolved)
+    first_error: str | None = None  # why the first of them failed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +60,7 @@ def summarize(runs: list[list[Tree]], seconds: float) -> EvalResult:
         seconds=seconds,
         seeds=len(runs),
         failed=sum(t.error is not None for t in trees) / max(len(runs), 1),
+        first_error=next((t.error for t in trees if t.error is not None), None),
     )
 
 
