@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.checkpoints import TINY_RULES
 from qstar.config import check, option
 from qstar.train.config import TrainConfig
 
@@ -13,7 +12,11 @@ from qstar.train.config import TrainConfig
 class PretrainConfig:
     """Rules-only pretraining of the tiny model; the defaults reproduce the shipped `tiny-rules` checkpoint."""
 
-    output_dir: str = option(str(TINY_RULES), "where the checkpoint is written (Hugging Face format)")
+    output_dir: str = option(
+        "runs/pretrain",
+        "where the checkpoint is written (Hugging Face format; the shipped tiny-rules is qstar/checkpoints/tiny-rules"
+        " of the source tree, never the default)",
+    )
     steps: int = option(2500, "optimiser steps (about 30 minutes on 2 cores)")
     batch_size: int = option(64, "games per step, drawn afresh every step")
     lr: float = option(2e-3, "peak learning rate (linear warm-up, cosine decay to 10%)")
