@@ -72,8 +72,9 @@ def parse_text(text: str, default_target: int | None) -> tuple[list[int], int]:
     mark = TARGET_MARK.search(text)
     before, after = (text[: mark.start()], text[mark.end() :]) if mark else (text, "")
     found = whole_numbers(before)
-    if found:  # the text from the first number to the last
-        inner = before[NUMBER.search(before).start() : before.rindex(found[-1]) + len(found[-1])]  # type: ignore[union-attr]
+    if found:
+        spans = [m.span() for m in NUMBER.finditer(before)]
+        inner = before[spans[0][0] : spans[-1][1]]  # the text from the first number to the last
         stray = re.sub(r"\band\b", " ", NUMBER.sub(" ", inner))
         if stray.strip(" \t\n,;&[]()"):
             word = stray.replace(",", " ").split()[0]
