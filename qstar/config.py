@@ -123,3 +123,16 @@ def check(condition: bool, message: str) -> None:
     """Validation in a config's `__post_init__`: a one-line error when `condition` fails."""
     if not condition:
         raise QstarError(message)
+
+
+def check_ranges(
+    config: object, counts: tuple[str, ...] = (), non_negative: tuple[str, ...] = (), flags: bool = False
+) -> None:
+    """Numeric options in range, in a config's `__post_init__`: each of `counts` at least 1, each of `non_negative`
+    0 or more (None: the option's own default); the first out of range is a one-line error naming it (as its
+    command-line flag with `flags`)."""
+    for names, least, wanted in ((counts, 1, "at least 1"), (non_negative, 0, "0 or more")):
+        for name in names:
+            value = getattr(config, name)
+            label = "--" + name.replace("_", "-") if flags else name
+            check(value is None or value >= least, f"{label} must be {wanted}, not {value}")

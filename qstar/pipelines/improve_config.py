@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from qstar.checkpoints import resolve
-from qstar.config import check, option
+from qstar.config import check, check_ranges, option
 from qstar.records import LABEL_KINDS
 from qstar.search import get_search
 from qstar.tasks import TASKS
@@ -117,19 +117,15 @@ class ImproveConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "train_problems", "data_budget", "eval_budget", "batch_size"):
-            check(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
-        check(self.rollouts >= 0, f"rollouts must be 0 or more, not {self.rollouts}")
-        check(self.extra_problems >= 0, f"extra_problems must be 0 or more, not {self.extra_problems}")
-        check(self.eval_limit is None or self.eval_limit >= 1, f"eval_limit must be at least 1, not {self.eval_limit}")
+        counts = ("iterations", "train_problems", "data_budget", "eval_budget", "batch_size", "eval_limit")
+        check_ranges(
+            self, (*counts, "max_value_records"), ("rollouts", "extra_problems", "sft_per_problem", "sft_replay")
+        )
         check(self.value_labels in LABEL_KINDS, f"value_labels must be mc or hard, not {self.value_labels!r}")
-        check(self.max_value_records >= 1, f"max_value_records must be at least 1, not {self.max_value_records}")
-        check(self.sft_per_problem >= 0, f"sft_per_problem must be 0 or more, not {self.sft_per_problem}")
         check(
             not self.shared_states or self.value_labels == "hard",
             "shared_states labels steps 1 where a state is proven solvable: it needs value_labels = hard",
         )
-        check(self.sft_replay >= 0, f"sft_replay must be 0 or more, not {self.sft_replay}")
         TASKS.entry(self.task)  # unknown names and hyper-parameters fail here, before any work
         if self.extra_task:
             TASKS.entry(self.extra_task)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.config import check, option
+from qstar.config import check, check_ranges, option
 from qstar.train.config import TrainConfig
 
 
@@ -34,8 +34,7 @@ class PretrainConfig:
     device: str = option("auto", "where to train: auto (CUDA when visible, else the CPU), cpu, cuda or cuda:N")
 
     def __post_init__(self) -> None:
-        check(self.steps >= 1, f"steps must be at least 1, not {self.steps}")
-        check(self.eval_every >= 1, f"eval_every must be at least 1, not {self.eval_every}")
+        check_ranges(self, ("steps", "eval_every"))
         check(0 <= self.game24_share <= 1, f"game24_share must be between 0 and 1, not {self.game24_share}")
         check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from qstar.config import check, option
+from qstar.config import check_ranges, option
 from qstar.errors import QstarError
 from qstar.pipelines import openai_api as api
 from qstar.pipelines.engine import Engine, Ticket
@@ -44,10 +44,7 @@ class ServeConfig:
     window: float = option(0.01, "seconds an idle engine waits for requests to batch")
 
     def __post_init__(self) -> None:
-        for name in ("budget", "batch_size"):
-            check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        for name in ("keep_trees", "window"):
-            check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
+        check_ranges(self, ("budget", "batch_size"), ("keep_trees", "window"), flags=True)
 
 
 class Metrics:

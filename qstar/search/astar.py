@@ -7,9 +7,9 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from qstar.config import option
+from qstar.config import check_ranges, option
 from qstar.errors import QstarError
-from qstar.search.base import Context, SearchRun, check_ranges, register_search
+from qstar.search.base import Context, SearchRun, register_search
 from qstar.search.steps import best, grow
 from qstar.types import Node, Problem, Tree
 
@@ -50,7 +50,7 @@ class AStar:
     )
 
     def __post_init__(self) -> None:
-        check_ranges(self, ("k", "max_expansions"))
+        check_ranges(self, ("k", "max_expansions"), ("temperature",))
         if self.aggregation not in AGGREGATIONS:
             raise QstarError(f"aggregation must be one of {AGGREGATIONS}, not {self.aggregation!r}")
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qstar.config import check
 from qstar.registry import Registry
 from qstar.tasks.base import Task
 from qstar.types import Node, Problem, Tree
@@ -65,17 +64,6 @@ class Search(Protocol):
 
 SEARCHES: Registry[Search] = Registry("search", "qstar.searches")
 register_search = SEARCHES.register
-
-
-def check_ranges(search: object, counts: tuple[str, ...], non_negative: tuple[str, ...] = ("temperature",)) -> None:
-    """A search's options in range, in its `__post_init__`: each of `counts` at least 1 (None: its default), each of
-    `non_negative` 0 or more; the first out of range is a one-line error naming it."""
-    for name in counts:
-        value = getattr(search, name)
-        check(value is None or value >= 1, f"{name} must be at least 1, not {value}")
-    for name in non_negative:
-        value = getattr(search, name)
-        check(value >= 0, f"{name} must be 0 or more, not {value}")
 
 
 def get_search(name: str, **options: Any) -> Search:

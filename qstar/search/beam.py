@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.config import option
-from qstar.search.base import Commit, Context, SearchRun, check_ranges, register_search
+from qstar.config import check_ranges, option
+from qstar.search.base import Commit, Context, SearchRun, register_search
 from qstar.search.steps import best, common_ancestor, grow, unique
 from qstar.types import Problem, Tree
 
@@ -21,7 +21,7 @@ class Beam:
     max_steps: int = option(16, "most steps deep")
 
     def __post_init__(self) -> None:
-        check_ranges(self, ("width", "k", "max_steps"))
+        check_ranges(self, ("width", "k", "max_steps"), ("temperature",))
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)
@@ -56,7 +56,7 @@ class DVTS:
     max_steps: int = option(16, "most steps deep")
 
     def __post_init__(self) -> None:
-        check_ranges(self, ("subtrees", "k", "max_steps"))
+        check_ranges(self, ("subtrees", "k", "max_steps"), ("temperature",))
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)

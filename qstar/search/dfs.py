@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.config import option
-from qstar.search.base import Context, SearchRun, check_ranges, register_search
+from qstar.config import check_ranges, option
+from qstar.search.base import Context, SearchRun, register_search
 from qstar.search.steps import best, grow
 from qstar.types import Node, Problem, Tree
 
@@ -31,7 +31,7 @@ class DFS:
     widen: bool = option(False, "once the first steps are explored, propose more of them (while new ones come)")
 
     def __post_init__(self) -> None:
-        check_ranges(self, ("k", "root_k", "max_expansions"))
+        check_ranges(self, ("k", "root_k", "max_expansions"), ("temperature",))
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:
         tree = Tree(problem)

@@ -6,8 +6,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from qstar.config import option
-from qstar.search.base import Context, SearchRun, check_ranges, register_search
+from qstar.config import check_ranges, option
+from qstar.search.base import Context, SearchRun, register_search
 from qstar.search.steps import (
     affordable,
     affordable_prefix,

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
-from qstar.config import option
-from qstar.search.base import Commit, Context, SearchRun, check_ranges, register_search
+from qstar.config import check_ranges, option
+from qstar.search.base import Commit, Context, SearchRun, register_search
 from qstar.search.steps import affordable, affordable_prefix, best, expand, score_nodes
 from qstar.types import Node, Problem, Tree
 
@@ -51,7 +51,7 @@ class Trajectories:
     max_steps: int = option(16, "most steps in a trajectory")
 
     def __post_init__(self) -> None:
-        check_ranges(self, ("n", "max_steps"))
+        check_ranges(self, ("n", "max_steps"), ("temperature",))
 
     unbudgeted_n: ClassVar[int] = 8  # how many when neither `n` nor a budget is given
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.config import check, option
+from qstar.config import check, check_ranges, option
 
 SAMPLINGS = ("random", "group_by_length")  # transformers' train_sampling_strategy values qstar's trainers take
 
@@ -32,14 +32,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self.epochs > 0, f"epochs must be positive, not {self.epochs}")
-        check(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
         check(self.lr > 0, f"lr must be positive, not {self.lr}")
-        check(self.warmup >= 0, f"warmup must be 0 or more, not {self.warmup}")
+        check_ranges(self, ("batch_size", "gradient_accumulation_steps"), ("warmup",))
         check(self.sampling in SAMPLINGS, f"sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
-        check(
-            self.gradient_accumulation_steps >= 1,
-            f"gradient_accumulation_steps must be at least 1, not {self.gradient_accumulation_steps}",
-        )
 
 
 @dataclass
