@@ -203,6 +203,8 @@ def test_free_text_reads_the_numbers_and_the_target(text, numbers, target):
         ("4 nine 10 13 -> 24", "'nine' between the numbers"),  # not the game 4 10 13
         ("make 24 from 4 9 10 13", "no numbers before the target"),
         ("4 9 10 13", "no target in"),
+        ("4 9 10 13 -> 24 -> 25", "more than one target"),  # not the first one
+        ("use 4 9 10 13 to make 24 or reach 25", "more than one target"),
     ],
 )
 def test_free_text_that_does_not_say_one_problem_is_refused_not_read_in_part(text, says):

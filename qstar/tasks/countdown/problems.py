@@ -88,6 +88,9 @@ def parse_text(text: str, default_target: int | None) -> tuple[list[int], int]:
         if default_target is None:
             raise QstarError(f"no target in {text.strip()!r}; write it as '4 9 10 13 -> 24'")
         return numbers, default_target
+    again = TARGET_MARK.search(after)
+    if again and whole_numbers(after[again.end() :]):
+        raise QstarError(f"more than one target in {text.strip()!r}; write one, e.g. '4 9 10 13 -> 24'")
     return numbers, parse_target(target[0])
 
 
