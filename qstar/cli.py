@@ -40,22 +40,27 @@ def json_object(text: str) -> dict:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A whole number of at least 1 (argparse type)."""
+def whole_number(text: str) -> int:
+    """`text` as an int, or argparse's error."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def port_number(text: str) -> int:
-    """A TCP port, 1-65535 (argparse type)."""
-    value = positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    """A TCP port, 0-65535; 0 asks the system for a free one (argparse type)."""
+    value = whole_number(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
     return value
 
 
@@ -351,7 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="generated tokens a request may spend: the default and the cap (default: 2000)",
     )
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    srv.add_argument("--port", type=port_number, default=8000, help="port to listen on, 1-65535 (default: 8000)")
+    srv.add_argument(
+        "--port",
+        type=port_number,
+        default=8000,
+        help="port to listen on, 0-65535; 0 takes a free one, which the banner names (default: 8000)",
+    )
     srv.add_argument(
         "--api-key",
         dest="serve_key",

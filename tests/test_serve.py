@@ -16,7 +16,7 @@ from qstar.scorers import get_scorer
 from qstar.search import get_search, run_search
 from qstar.search.runner import Batcher
 from qstar.tasks import get_task
-from tests.servers import Faults, FaultServer, free_port
+from tests.servers import Faults, FaultServer
 
 KEY = "test-key"
 
@@ -108,15 +108,23 @@ def test_a_cancelled_ticket_leaves_and_its_tree_never_comes(shipped_policy):
 
 
 class Server:
-    """`qstar serve ARGS` on a free port of 127.0.0.1, stopped on exit; waits until /health answers."""
+    """`qstar serve --port 0 ARGS` on 127.0.0.1, stopped on exit: the port is the one its banner names, and it
+    waits until /health answers there."""
 
     def __init__(self, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "qstar", "serve", "--port", str(self.port), *args]
+        command = [sys.executable, "-m", "qstar", "serve", "--port", "0", *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def __enter__(self) -> "Server":
+        self.said = []  # stderr up to its banner
+        while not self.said or not self.said[-1].startswith("qstar serve: http://"):
+            self.said.append(self.process.stderr.readline())
+            if not self.said[-1]:
+                raise AssertionError(f"qstar serve exited before its banner: {''.join(self.said)}")
+        banner = self.said[-1]
+        self.url = banner.split()[2].removesuffix("/v1")
+        self.port = int(self.url.rsplit(":", 1)[1])
+        assert self.port > 0, banner
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -322,8 +330,7 @@ def test_a_backend_failure_is_502_with_the_reason_and_a_backends_prompt_count_is
 
 def test_listening_beyond_this_machine_without_a_key_warns_and_bad_options_fail_first(qstar):
     with Server("--host", "0.0.0.0", "--policy", "tiny-rules") as server:
-        server.process.terminate()
-        assert "warning" in server.process.communicate(timeout=10)[1]
+        assert "warning: listening on 0.0.0.0 with no --api-key" in server.said[0]
     done = qstar("serve", "--search", "mcts", "--search-args", '{"nope": 1}', timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "nope" in done.stderr
 
@@ -333,4 +340,4 @@ def test_a_port_in_use_or_out_of_range_is_one_line_before_the_banner(qstar, serv
     assert taken.returncode == 2 and taken.stderr.count("\n") == 1, taken.stderr
     assert f"cannot listen on 127.0.0.1:{server.port}" in taken.stderr and "http://" not in taken.stderr
     wrong = qstar("serve", "--port", "99999", timeout=60)
-    assert wrong.returncode == 2 and "a port is 1-65535, got 99999" in wrong.stderr
+    assert wrong.returncode == 2 and "a port is 0-65535, got 99999" in wrong.stderr

@@ -293,8 +293,10 @@ def serve(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConfig, h
         )
     app = create_app(task, policy, scorer, cfg)
     sock = listen(host, port)
+    port = sock.getsockname()[1]  # the one the system chose for port 0
+    address = f"[{host}]" if ":" in host else host
     print(
-        f"qstar serve: http://{host}:{port}/v1  model {cfg.model!r}, search {cfg.search}, budget {cfg.budget}",
+        f"qstar serve: http://{address}:{port}/v1  model {cfg.model!r}, search {cfg.search}, budget {cfg.budget}",
         file=sys.stderr,
         flush=True,
     )
