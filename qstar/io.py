@@ -1,4 +1,5 @@
-"""Files that runs write: atomic (write a temporary file, then rename), so a killed run never leaves half a file."""
+"""Files that runs write: atomic (write a temporary file, then rename), so a killed run never leaves half a file;
+and the checks of paths that come before any work (outputs, model folders), torch-free."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from qstar.checkpoints import resolve
 from qstar.errors import QstarError
 from qstar.types import Tree
 
@@ -36,6 +38,23 @@ def check_writable(path: str | Path, folder: bool = False) -> Path:
         raise QstarError(f"cannot write {path}: {e.strerror or e}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise QstarError(f"cannot write {path}: no permission to write in {parent}")
+    return path
+
+
+def is_adapter(path: str | Path) -> bool:
+    """A PEFT adapter folder (LoRA weights and the name of their base model)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def model_folder(spec: str | Path) -> Path:
+    """The model folder, LoRA adapter folder or `.gguf` file a spec names (a shipped checkpoint's name resolved),
+    checked before anything loads."""
+    path = resolve(spec)
+    folder = (path / "config.json").is_file() or is_adapter(path)
+    if not folder and not (path.suffix == ".gguf" and path.is_file()):
+        raise QstarError(
+            f"no model at {path} (expected a folder with config.json, a LoRA adapter folder, a .gguf file, or a URL)"
+        )
     return path
 
 

@@ -19,9 +19,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from qstar.checkpoints import resolve
 from qstar.errors import QstarError
-from qstar.io import replace_folder
+from qstar.io import is_adapter, replace_folder
 
 
 def best_device() -> str:
@@ -42,23 +41,6 @@ def device_of(spec: str | None) -> str:
     if not visible.get(kind, False):
         raise QstarError(f"device {spec!r} is not available on this machine (auto picks {best_device()})")
     return spec
-
-
-def is_adapter(path: str | Path) -> bool:
-    """A PEFT adapter folder (LoRA weights and the name of their base model)."""
-    return (Path(path) / "adapter_config.json").is_file()
-
-
-def model_folder(spec: str | Path) -> Path:
-    """The model folder, LoRA adapter folder or `.gguf` file a spec names (a shipped checkpoint's name resolved),
-    checked before anything loads."""
-    path = resolve(spec)
-    folder = (path / "config.json").is_file() or is_adapter(path)
-    if not folder and not (path.suffix == ".gguf" and path.is_file()):
-        raise QstarError(
-            f"no model at {path} (expected a folder with config.json, a LoRA adapter folder, a .gguf file, or a URL)"
-        )
-    return path
 
 
 def where(path: str | Path) -> dict:

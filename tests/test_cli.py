@@ -87,6 +87,22 @@ def test_every_name_works_on_every_command(capsys):
     assert 0 < valued["tokens_per_problem"] <= 1000
 
 
+def test_help_and_bad_options_answer_without_loading_torch():
+    """`--help` and a wrong option answer at once: the parser and the plug-in registries are torch-free."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from qstar.cli import main\n"
+        "for argv in (['--help'], ['improve', '--help'], ['list'], ['eval', '--search', 'mcts', '--budget', '0']):\n"
+        "    try: main(argv)\n"
+        "    except SystemExit: pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "[]", out.stdout[-500:] + out.stderr[-500:]
+
+
 def test_improve_help_explains_every_option(qstar):
     out = qstar("improve", "--help")
     assert out.returncode == 0

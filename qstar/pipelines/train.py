@@ -10,8 +10,8 @@ from pathlib import Path
 import torch.distributed as dist
 
 from qstar.errors import QstarError
-from qstar.io import atomic_write, read_jsonl
-from qstar.models import load_tokenizer, model_folder, save_checkpoint, value_model_from
+from qstar.io import atomic_write, model_folder, read_jsonl
+from qstar.models import load_tokenizer, save_checkpoint, value_model_from
 from qstar.train.common import trainable
 from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig, ValueConfig
 from qstar.train.dpo import train_dpo

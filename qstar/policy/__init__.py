@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qstar.errors import BackendError
-from qstar.models import model_folder
+from qstar.io import model_folder
 from qstar.policy.base import POLICIES, Policy, register_policy
 
 

@@ -25,7 +25,8 @@ from transformers import (
 )
 
 from qstar.errors import QstarError
-from qstar.models import device_of, load_causal_lm, load_tokenizer, model_folder
+from qstar.io import model_folder
+from qstar.models import device_of, load_causal_lm, load_tokenizer
 from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.legal import StepTexts
 from qstar.policy.sampling import beam_step, gumbels, inverse_cdf, seeded_uniforms

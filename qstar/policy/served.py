@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 
 from qstar.errors import QstarError
-from qstar.models import is_adapter, load_tokenizer, model_folder
+from qstar.io import is_adapter, model_folder
+from qstar.models import load_tokenizer
 from qstar.policy.openai import OpenAIPolicy, RequestFailed, server_message
 
 HOOKS = ("vllm-lora", "sglang")

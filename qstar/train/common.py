@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import PreTrainedModel, PrinterCallback, ProgressCallback, TrainerCallback
 
-from qstar.models import is_adapter, load_causal_lm
+from qstar.io import is_adapter
+from qstar.models import load_causal_lm
 from qstar.train.config import LoRAConfig, TrainConfig
 
 # TRL's configs set transformers' `gradient_checkpointing`, which transformers 5 renamed: not the user's to fix
