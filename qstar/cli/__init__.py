@@ -1,0 +1,58 @@
+"""The `qstar` command: solve a problem, evaluate or compare searches, run the improvement loop, pretrain, list the
+plug-ins. Every name (task, policy, scorer, search) is resolved through the registries, so `--plugin FILE.py`
+and installed packages add choices without any change here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from rich.console import Console
+
+from qstar.cli.commands import COMMANDS
+from qstar.cli.parser import build_parser
+from qstar.errors import QstarError
+from qstar.registry import load_plugin
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' load reports and progress bars out of qstar's own output: through its environment
+    variables, read when it is imported, so a command that loads no model does not import it for this."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported before `main` ran (the Python API, a test)
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
+
+def load_plugins(argv: list[str]) -> None:
+    """Import every `--plugin FILE.py` before the parser lists names (wherever the flag stands)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    for path in known.plugin:
+        load_plugin(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # transformers' GGUF loader draws a raw tqdm bar; tqdm reads this variable when it is imported
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        load_plugins(argv)
+        args = build_parser().parse_args(argv)
+        quiet_transformers()
+        run, show = COMMANDS[args.command]
+        result = run(args)
+    except QstarError as e:
+        print(f"qstar: error: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result))
+    else:
+        show(result, Console())
+    return 0
