@@ -23,6 +23,8 @@ def scorer_name(spec: str) -> str:
     if spec in SCORERS:
         return spec
     if resolve(spec).is_dir():
+        if not (resolve(spec) / "config.json").is_file():
+            raise QstarError(f"no PRM checkpoint at {spec} (expected a folder with config.json)")
         return "prm"
     raise QstarError(f"unknown scorer {spec!r}; choose from {', '.join(SCORERS.names())}, or give a PRM folder")
 
