@@ -46,15 +46,15 @@ SIMPLE_KINDS = (bool, int, float, str, type(None))
 
 
 def option_kinds(factory: Any) -> dict[str, tuple[type, ...]]:
-    """The types a dataclass's options of simple types (numbers, text, flags, None) accept: what a JSON or TOML
-    value is checked against before the config or plug-in is made, so a wrong kind fails at once and not in the
-    middle of a run."""
-    if not dataclasses.is_dataclass(factory):
-        return {}
+    """The types the options of simple types (numbers, text, flags, None) of a dataclass, a function or a class's
+    `__init__` accept: what a JSON or TOML value is checked against before the config or plug-in is made, so a
+    wrong kind fails at once and not in the middle of a run."""
+    annotated = factory if dataclasses.is_dataclass(factory) or not isinstance(factory, type) else factory.__init__
     try:
-        hints = typing.get_type_hints(factory)
-    except (NameError, TypeError):  # a hint this module cannot resolve: leave its checks to the plug-in
+        hints = typing.get_type_hints(annotated)
+    except (NameError, TypeError, AttributeError):  # a hint this module cannot resolve: leave the checks to it
         return {}
+    hints.pop("return", None)
     kinds = {}
     for key, hint in hints.items():
         args = (

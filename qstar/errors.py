@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class QstarError(ValueError):
     """Bad input from the user (a malformed problem, an unknown name): reported as one line, exit code 2."""
@@ -16,3 +19,16 @@ class BackendError(RuntimeError):
         self.failed, self.results = failed, results
         first = next(iter(failed.values()), "")
         super().__init__(f"{len(failed)} of {len(results)} requests failed; first: {first}")
+
+
+@contextlib.contextmanager
+def blame(what: str) -> Iterator[None]:
+    """Report an exception from plug-in code (`what`: whose, e.g. "policy CoinPolicy") as one line that names it,
+    the exception chained; qstar's own errors and a backend's failures pass unchanged. `QSTAR_TRACEBACK=1` makes
+    the command line print the traceback too."""
+    try:
+        yield
+    except (QstarError, BackendError, StopIteration):  # StopIteration: a search generator's end, not a failure
+        raise
+    except Exception as e:
+        raise QstarError(f"{what} raised {type(e).__name__}: {e}") from e

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from qstar.config import wrong_kind
-from qstar.errors import QstarError
+from qstar.errors import QstarError, blame
 
 T = TypeVar("T")
 
@@ -35,8 +35,10 @@ class Entry:
 class Registry(Generic[T]):
     """Names to plug-ins of one kind; `build(name, **options)` makes one, checking the option names first."""
 
-    def __init__(self, kind: str, group: str):
+    def __init__(self, kind: str, group: str, protocol: type | None = None):
         self.kind, self.group = kind, group
+        self.protocol = protocol  # what a built one must have: the members it declares
+        self.members = protocol_members(protocol) if protocol is not None else ()
         self.entries: dict[str, Entry] = {}
         self.discovered = False
 
@@ -99,9 +101,21 @@ class Registry(Generic[T]):
             raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value!r}")
         given = {k: v for k, v in (context or {}).items() if k in accepted}
         try:
-            return entry.factory(**{**entry.defaults, **options, **given})
+            with blame(f"{self.kind} {name!r}"):
+                built = entry.factory(**{**entry.defaults, **options, **given})
         except TypeError as e:  # a required option left out, or a value of the wrong kind
             raise QstarError(f"{self.kind} {name!r}: {e}") from None
+        missing = [member for member in self.members if not hasattr(built, member)]
+        if missing:
+            where = f"{self.protocol.__module__}.{self.protocol.__name__}"  # type: ignore[union-attr]
+            raise QstarError(f"{self.kind} {name!r} has no {', '.join(missing)} (what a {self.kind} has: {where})")
+        return built
+
+
+def protocol_members(protocol: type) -> tuple[str, ...]:
+    """The attributes and methods a `typing.Protocol` declares (its own, in order)."""
+    declared = [*getattr(protocol, "__annotations__", {}), *vars(protocol)]
+    return tuple(dict.fromkeys(m for m in declared if not m.startswith("_")))
 
 
 def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:

@@ -170,6 +170,12 @@ def test_improve_help_explains_every_option(qstar):
         (["solve", "--task", "game24", "--numbers", "1", "2", "3", "4", "5"], "takes four numbers, got 5"),
         (["solve", "--task", "game24", "1 2 3 4", "--policy-args", '{"device": "gpu"}'], "device must be auto, cpu"),
         (["solve", "--task", "game24", "1 2 3 4", "--scorer", "value", "--scorer-args", '{"device": "tpu"}'], "'tpu'"),
+        (["eval", "--task", "gsm8k", "--scorer", "tests"], "no PRM checkpoint at tests (expected a folder with"),
+        (["eval", "--policy-args", '{"seed": "x"}'], "policy 'tiny': option 'seed' must be int, not 'x'"),
+        (["eval", "--task", "gsm8k", "--task-args", '{"shots": "3"}'], "task 'gsm8k': option 'shots' must be int"),
+        (["eval", "--task", "gsm8k", "--task-args", '{"shot": 3}'], "no option 'shot' (its options: problems_file,"),
+        (["improve", "--run-dir", "r", "--policy", "coin"], "policy 'coin' has no weights to train"),
+        (["improve", "--run-dir", "r", "--task-args", '{"shot": 1}'], "task 'game24' has no option 'shot'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(qstar, args, message):

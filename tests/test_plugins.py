@@ -116,3 +116,138 @@ def test_a_plugin_file_runs_once_however_often_it_is_named(tmp_path):
     load_plugin(plugin)
     load_plugin(tmp_path / "." / "counted.py")  # the same file by another spelling
     assert runs.read_text() == "ran\n"
+
+
+BROKEN = '''
+from dataclasses import dataclass
+
+import qstar
+from qstar.search.steps import grow
+
+
+@qstar.register_task("count-up")
+@dataclass
+class CountUp(qstar.BaseTask):
+    """Write 1, 2, ..., n, one number a line; `problems` as `mode` says."""
+
+    name = "count-up"
+    mode: str = "good"
+
+    def problems(self, split, limit=None):
+        good = [self.parse_problem(f"count {n}") for n in (1, 2, 3)]
+        bad = {"raise": None, "strings": ["count 1"], "none": None, "same-ids": good[:1] * 2, "empty": []}
+        if self.mode == "raise":
+            raise OSError("the data file is gone")
+        return bad.get(self.mode, good)
+
+    def parse_problem(self, text, answer=None):
+        n = int(text.split()[-1])  # a ValueError for a word
+        return qstar.Problem(f"count-{n}", text, str(n), {"n": n})
+
+    def check_step(self, problem, steps, step):
+        return qstar.StepCheck(step == str(len(steps) + 1))
+
+    def is_complete(self, problem, steps):
+        return len(steps) >= problem.meta["n"]
+
+    def verify(self, problem, steps):
+        return steps == [str(i) for i in range(1, problem.meta["n"] + 1)]
+
+    def max_steps(self, problem):
+        return problem.meta["n"]
+
+
+class Counter:
+    max_step_tokens = 2
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def seed(self, seed):
+        pass
+
+    def propose(self, prefixes, n=1, temperature=0.0):
+        if self.mode == "raise":
+            raise RuntimeError("GPU on fire")
+        rows = [[qstar.Step(str(p.count("\\n")), tokens=1)] * n for p in prefixes]
+        return {"strings": [[s.text for s in r] for r in rows], "fewer": rows[1:], "none": None}.get(self.mode, rows)
+
+
+@qstar.register_policy("counter")
+def counter(mode: str = "good"):
+    return Counter(mode)
+
+
+@qstar.register_scorer("even")
+@dataclass
+class Even:
+    mode: str = "good"
+    uses_verifier = False
+
+    def score(self, problems, paths):
+        if self.mode == "raise":
+            raise KeyError("no such head")
+        values = [0.5] * len(paths)
+        return {"list": values, "short": qstar.Scores(values[1:])}.get(self.mode, qstar.Scores(values))
+
+    def max_tokens(self, problem, path):
+        return 0
+
+
+@qstar.register_scorer("bare")
+class Bare:
+    def score(self, problems, paths):
+        return qstar.Scores([0.5] * len(paths))
+
+
+@qstar.register_search("no-tree")
+@dataclass
+class NoTree:
+    def run(self, problem, ctx):
+        yield from grow(qstar.Tree(problem), ctx, [qstar.Tree(problem).root], 1, 0.0)
+
+
+@qstar.register_search("not-a-generator")
+@dataclass
+class NotAGenerator:
+    def run(self, problem, ctx):
+        return qstar.Tree(problem)
+'''
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--task-args", '{"mode": "raise"}'], "the problems of task 'count-up' raised OSError: the data file is gone"),
+        (["--task-args", '{"mode": "strings"}'], "must be a list of Problems, got a list holding str"),
+        (["--task-args", '{"mode": "none"}'], "must be a list of Problems, got NoneType"),
+        (["--task-args", '{"mode": "same-ids"}'], "gives two problems the id 'count-1'"),
+        (["--task-args", '{"mode": "empty"}'], "task 'count-up' has no problems in its 'test' split"),
+        (["--policy-args", '{"mode": "raise"}'], "policy Counter raised RuntimeError: GPU on fire"),
+        (["--policy-args", '{"mode": "strings"}'], "propose must return lists of Steps, got str '"),
+        (["--policy-args", '{"mode": "fewer"}'], "one list of Steps for each of the 3 prefixes, got 2 lists"),
+        (["--policy-args", '{"mode": "none"}'], "got NoneType"),
+        (["--scorer-args", '{"mode": "raise"}'], "scorer Even raised KeyError: 'no such head'"),
+        (
+            ["--scorer-args", '{"mode": "list"}'],
+            "score must return Scores with one value for each of the 3 paths, got list",
+        ),
+        (["--scorer-args", '{"mode": "short"}'], "got 2 values"),
+        (["--scorer", "bare"], "scorer 'bare' has no uses_verifier, max_tokens (what a scorer has: "),
+        (["--search", "no-tree"], "the search on problem 'count-1' returned NoneType, not a Tree"),
+        (["--search", "not-a-generator"], "run must be a generator that yields requests, not Tree"),
+    ],
+)
+def test_a_broken_plugin_is_one_line_that_names_it(tmp_path, capsys, args, says):
+    """Whatever a plug-in raises or returns out of shape is reported where it enters qstar, in one line: the
+    task's problems, a policy's proposals, a scorer's scores, a search's tree."""
+    from qstar.cli import main
+
+    plugin = tmp_path / "broken.py"
+    plugin.write_text(BROKEN)
+    base = ["eval", "--json", "--plugin", str(plugin), "--task", "count-up", "--policy", "counter", "--scorer", "even"]
+    assert main([*base, "--search", "beam"]) == 0  # the same plug-ins, unbroken, solve every problem
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
+    assert main([*base, "--search", "beam", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err

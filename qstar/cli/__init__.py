@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 
 from rich.console import Console
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         run, show = COMMANDS[args.command]
         result = run(args)
     except QstarError as e:
+        if os.environ.get("QSTAR_TRACEBACK"):  # where a plug-in's exception came from
+            traceback.print_exc()
         print(f"qstar: error: {e}", file=sys.stderr)
         return 2
     if getattr(args, "json", False):

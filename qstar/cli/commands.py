@@ -16,7 +16,8 @@ from rich.table import Table
 
 from qstar.cli.options import given_settings, merge, problem_fields
 from qstar.config import from_dict, help_of, read_config_file
-from qstar.errors import QstarError
+from qstar.errors import QstarError, blame
+from qstar.tasks.base import load_problems
 
 
 def workers_of(args: argparse.Namespace, replica):
@@ -34,12 +35,16 @@ def replica_of(args: argparse.Namespace):
     from qstar.pipelines.replica import Replica
     from qstar.policy import policy_name
     from qstar.scorers import default_scorer, scorer_name
+    from qstar.tasks import TASKS
 
-    if getattr(args, "problems", None) and getattr(args, "split", None):
+    problems = {"problems_file": args.problems} if getattr(args, "problems", None) else {}
+    if problems and getattr(args, "split", None):
         raise QstarError("--split picks among the task's own problems: drop it with --problems FILE")
+    if problems and "problems_file" not in TASKS.options(args.task):
+        raise QstarError(f"the {args.task} task reads no problems file: drop --problems")
     replica = Replica(
         task=args.task,
-        task_options={"problems_file": args.problems} if getattr(args, "problems", None) else {},
+        task_options={**args.task_args, **problems},
         policy=args.policy,
         policy_options={
             "seed": args.seed,
@@ -73,7 +78,8 @@ def cmd_solve(args: argparse.Namespace) -> dict:
     both = [f"--{name.replace('_', '-')}" for name in allowed if name != "answer" and getattr(args, name) is not None]
     if args.problem and both:
         raise QstarError(f"give the problem as text or with {' and '.join(both)}, not both")
-    problem = get_task(args.task).problem_from_args(vars(args))
+    with blame(f"task {args.task!r}"):  # a plug-in task may raise reading its problem
+        problem = get_task(args.task, **args.task_args).problem_from_args(vars(args))
     search = get_search(args.search, **args.search_args)
     task, policy, scorer, _ = setup(args)
     (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget, seed=args.seed)
@@ -122,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
         check_writable(args.save_trees)  # before the search, not after it
     task, policy, scorer, replica = setup(args)
     split = args.split or task.eval_split
-    problems = task.problems(split, limit=args.limit)
+    problems = load_problems(task, split, args.limit)
     with workers_of(args, replica) as workers:
         result, runs = evaluate(
             task,
@@ -194,7 +200,7 @@ def cmd_compare(args: argparse.Namespace) -> dict:
         raise QstarError("--budgets must be at least 1")
     check_writable(args.out, folder=True)
     task, policy, scorer, replica = setup(args)
-    problems = task.problems(args.split or task.eval_split, limit=args.limit)
+    problems = load_problems(task, args.split or task.eval_split, args.limit)
     configured = [(name, args.search_args.get(name, {})) for name in searches]
     with workers_of(args, replica) as workers:
         rows = compare.compare(

@@ -150,8 +150,18 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_task_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--task", default=default, help=f"the task: {names('task')} (default: {default})")
+    p.add_argument(
+        "--task-args",
+        type=json_object,
+        default={},
+        help="its options as JSON, e.g. '{\"shots\": 0}' (gsm8k); `qstar list` shows every option",
+    )
+
+
 def add_problem_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="game24", help=f"the task: {names('task')} (default: game24)")
+    add_task_args(p, "game24")
     p.add_argument(
         "--split",
         default=None,

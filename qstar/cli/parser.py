@@ -12,8 +12,8 @@ from qstar.cli.options import (
     add_problem_args,
     add_scale_args,
     add_search_args,
+    add_task_args,
     json_object,
-    names,
     port_number,
     positive_int,
     problem_fields,
@@ -29,18 +29,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     solve = sub.add_parser("solve", help="solve one problem and show the steps")
     solve.add_argument("problem", nargs="?", default=None, help="the problem as text, e.g. '4 9 10 13 -> 24'")
-    solve.add_argument("--task", default="countdown", help=f"the task: {names('task')} (default: countdown)")
+    add_task_args(solve, "countdown")
     for name, spec in problem_fields().items():
         solve.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, **spec)
     add_search_args(solve)
-    solve.add_argument("--budget", type=positive_int, default=None, help="most generated tokens the search may spend")
+    solve.add_argument(
+        "--budget",
+        type=positive_int,
+        default=None,
+        help="most generated tokens the search may spend (default: no limit but the search's own)",
+    )
     solve.add_argument("--json", action="store_true", help="print one JSON object instead of a trace")
     add_model_args(solve)
 
     ev = sub.add_parser("eval", help="evaluate a search on a task's split: accuracy, compute, legality")
     add_problem_args(ev)
     add_search_args(ev)
-    ev.add_argument("--budget", type=positive_int, default=None, help="most generated tokens per problem")
+    ev.add_argument(
+        "--budget",
+        type=positive_int,
+        default=None,
+        help="most generated tokens per problem (default: no limit but the search's own)",
+    )
     ev.add_argument(
         "--seeds",
         type=positive_int,
@@ -128,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`search`, `search_args` and `budget` (up to --budget). Also GET /v1/models, /health, /metrics "
         "(Prometheus) and, with --keep-trees, /trees/{id}. Needs the serve extra: pip install 'qstar[serve]'.",
     )
-    srv.add_argument("--task", default="countdown", help=f"the task: {names('task')} (default: countdown)")
+    add_task_args(srv, "countdown")
     add_search_args(srv)
     srv.add_argument(
         "--budget",

@@ -61,6 +61,7 @@ from qstar.records import (
 from qstar.scorers import Scorer
 from qstar.search import get_search
 from qstar.tasks import get_task
+from qstar.tasks.base import load_problems
 from qstar.train.common import trainable
 from qstar.train.dpo import train_dpo
 from qstar.train.policy_value import train_policy_value
@@ -90,7 +91,7 @@ class Improve:
         self.cfg, self.dir = cfg, Path(run_dir)
         self.scale = (workers, ray) if workers is not None or ray is not None else None
         self.device = device_of(device)  # CUDA when visible, else the CPU; not a setting of the run
-        self.task = get_task(cfg.task)
+        self.task = get_task(cfg.task, **cfg.task_args)
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
         self.served: tuple[int, str | None] | None = None  # the iteration the server serves, and its model name
         check_hook(cfg.reload)
@@ -128,15 +129,17 @@ class Improve:
     @cached_property
     def test(self) -> list:
         """The evaluation problems: the task's evaluation split (game24's test games, countdown's held-out targets)."""
-        return self.task.problems(self.task.eval_split, limit=self.cfg.eval_limit)
+        return load_problems(self.task, self.task.eval_split, self.cfg.eval_limit)
 
     @cached_property
     def train(self) -> list:
         """The task's train split, or the `problems` file (never one of its evaluation problems). Made on first use
         only: countdown's train split takes a minute, and a resumed run may not need it."""
         if not self.cfg.problems:
-            return self.task.problems("train")
-        problems = get_task(self.cfg.task, problems_file=self.cfg.problems).problems("train")
+            return load_problems(self.task, "train")
+        problems = load_problems(
+            get_task(self.cfg.task, **{**self.cfg.task_args, "problems_file": self.cfg.problems}), "train"
+        )
         kept = [p for p in problems if self.task.problem_key(p) not in self.held_out]
         if len(kept) < len(problems):
             console.print(
@@ -150,7 +153,7 @@ class Improve:
         task (countdown's train split may hold a game24 test game: same numbers, target 24)."""
         if self.extra_task is None or self.cfg.extra_problems <= 0:
             return []
-        pool = self.extra_task.problems("train", limit=self.cfg.extra_problems * self.cfg.iterations)
+        pool = load_problems(self.extra_task, "train", self.cfg.extra_problems * self.cfg.iterations)
         return [p for p in pool if self.task.problem_key(p) not in self.held_out]
 
     @cached_property
@@ -195,7 +198,14 @@ class Improve:
             scorer, scorer_options = "verifier", {"partial": 0.0}
         else:
             scorer, scorer_options = "rollouts", {"k": self.cfg.rollouts}
-        return Replica(self.cfg.task, policy, scorer, policy_options=options, scorer_options=scorer_options)
+        return Replica(
+            self.cfg.task,
+            policy,
+            scorer,
+            task_options=self.cfg.task_args,
+            policy_options=options,
+            scorer_options=scorer_options,
+        )
 
     def models(self, k: int, evaluation: bool = False) -> tuple[Policy, Scorer | None]:
         """Iteration k's policy and scorer (`replica`), loaded in this process."""

@@ -182,7 +182,7 @@ def page(
 def trees_files(source: Path) -> list[tuple[str, Path]]:
     """(name, trees file) of each iteration TREES holds: a trees file, an iteration folder or an improve run."""
     if source.is_file():
-        return [(source.parent.name if source.name == TREES else source.name, source)]
+        return [(source.resolve().parent.name if source.name == TREES else source.name, source)]
     if (source / TREES).is_file():
         return [(source.name, source / TREES)]
     found = [p for p in source.glob(f"iter-*/{TREES}") if p.parent.name[5:].isdigit()]
@@ -193,7 +193,8 @@ def run_task(trees_file: Path) -> Task | None:
     """The task of the improve run a trees file belongs to (its `config.json`), or None outside a run."""
     config = trees_file.parent.parent / "config.json"
     try:
-        return get_task(json.loads(config.read_text())["task"])
+        settings = json.loads(config.read_text())
+        return get_task(settings["task"], **settings.get("task_args", {}))
     except (OSError, ValueError, KeyError, TypeError):  # no run's config there, or a plug-in task not loaded here
         return None
 

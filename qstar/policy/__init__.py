@@ -130,10 +130,10 @@ def load_policy(spec: str = "tiny", **options: Any) -> Policy:
     among `seed`, `chat`, `model`, `api_key` and `device` (the command line's) are left out, and None means the
     backend's default."""
     name, given = policy_name(spec)
+    takes = POLICIES.options(name)
     shared = ("seed", "chat", "model", "api_key", "device")
-    context = {k: options.pop(k) for k in shared if k in options and options[k] is not None}
-    options = {k: v for k, v in options.items() if v is not None}
-    return POLICIES.build(name, context=context, **{**given, **options})
+    options = {k: v for k, v in options.items() if v is not None and (k in takes or k not in shared)}
+    return POLICIES.build(name, **{**given, **options})
 
 
 __all__ = ["POLICIES", "BackendError", "Policy", "load_policy", "policy_name", "register_policy"]

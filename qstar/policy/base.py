@@ -42,7 +42,7 @@ class Policy(Protocol):
         ...
 
 
-POLICIES: Registry[Policy] = Registry("policy", "qstar.policies")
+POLICIES: Registry[Policy] = Registry("policy", "qstar.policies", Policy)
 register_policy = POLICIES.register
 
 

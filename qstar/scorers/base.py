@@ -23,7 +23,7 @@ class Scorer(Protocol):
         ...
 
 
-SCORERS: Registry[Scorer] = Registry("scorer", "qstar.scorers")
+SCORERS: Registry[Scorer] = Registry("scorer", "qstar.scorers", Scorer)
 register_scorer = SCORERS.register
 
 

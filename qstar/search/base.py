@@ -62,7 +62,7 @@ class Search(Protocol):
     def run(self, problem: Problem, ctx: Context) -> SearchRun: ...
 
 
-SEARCHES: Registry[Search] = Registry("search", "qstar.searches")
+SEARCHES: Registry[Search] = Registry("search", "qstar.searches", Search)
 register_search = SEARCHES.register
 
 

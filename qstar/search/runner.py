@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from qstar.errors import BackendError, QstarError
+from qstar.errors import BackendError, QstarError, blame
 from qstar.policy.base import Policy, takes, takes_seeds
 from qstar.scorers.base import Scorer
 from qstar.search.base import Commit, Context, Propose, Score, Search, SearchRun
 from qstar.seeds import derive_seed
 from qstar.tasks.base import Task
-from qstar.types import Problem, Step, Tree
+from qstar.types import Problem, Scores, Step, Tree
 
 
 @dataclass(eq=False)
@@ -68,12 +68,18 @@ class Batcher:
             score_tokens=self.scorer.max_tokens if self.scorer is not None else Context.score_tokens,
             legal=self.legal,
         )
-        job = Job(problem, search.run(problem, ctx), on_tree, on_commit, self.seed if seed is None else seed)
+        name = type(search).__name__
+        with blame(f"search {name}"):
+            run = search.run(problem, ctx)
+        if not hasattr(run, "send"):
+            raise QstarError(f"search {name}'s run must be a generator that yields requests, not {type(run).__name__}")
+        job = Job(problem, run, on_tree, on_commit, self.seed if seed is None else seed)
         self.jobs.append(job)
         try:
             self.advance(job, None)
         except Exception:
-            self.jobs.remove(job)
+            if job in self.jobs:  # not ended already
+                self.jobs.remove(job)
             raise
         return job
 
@@ -84,17 +90,25 @@ class Batcher:
             self.jobs.remove(job)
 
     def advance(self, job: Job, reply) -> None:
+        """Send the job's search its reply and keep the request it yields next (the task's judgement of each step
+        runs inside it, so a task's or a search's exception is reported naming the problem)."""
         try:
-            request = job.run.send(reply)
-            while isinstance(request, Commit):
-                if job.on_commit:
-                    job.on_commit(request.node.path())
-                request = job.run.send(None)
-            job.request = request
+            with blame(f"the search on problem {job.problem.id!r}"):
+                request = job.run.send(reply)
+                while isinstance(request, Commit):
+                    if job.on_commit:
+                        job.on_commit(request.node.path())
+                    request = job.run.send(None)
         except StopIteration as stop:
             self.finish(job, stop.value)
+            return
+        if not isinstance(request, Propose | Score):
+            raise QstarError(f"a search yields Propose or Score requests, not {type(request).__name__}")
+        job.request = request
 
     def finish(self, job: Job, tree: Tree) -> None:
+        if not isinstance(tree, Tree):
+            raise QstarError(f"the search on problem {job.problem.id!r} returned {type(tree).__name__}, not a Tree")
         self.jobs.remove(job)
         if job.on_tree:
             job.on_tree(tree)
@@ -145,17 +159,41 @@ class Batcher:
             options["allowed"] = [steps for job in members for steps in job.request.allowed or []]
         if self.seeded:
             options["seeds"] = self.seeds(members, lambda job: len(job.request.prefixes))
-        return self.policy.propose(prefixes, n=n, temperature=temperature, **options)
+        name = f"policy {type(self.policy).__name__}"
+        with blame(name):
+            proposals = self.policy.propose(prefixes, n=n, temperature=temperature, **options)
+        check_proposals(name, proposals, len(prefixes))
+        return proposals
 
     def score(self, members: list[Job]):
         if self.scorer is None:
-            raise ValueError("a search here asks for scores but no scorer was given")
+            raise QstarError("a search here asks for scores but no scorer was given")
         self.scorer_calls += 1
         problems = [job.problem for job in members for _ in job.request.paths]
         paths = [path for job in members for path in job.request.paths]
-        if self.scorer_seeded:
-            return self.scorer.score(problems, paths, seeds=self.seeds(members, lambda job: len(job.request.paths)))
-        return self.scorer.score(problems, paths)
+        seeds = {"seeds": self.seeds(members, lambda job: len(job.request.paths))} if self.scorer_seeded else {}
+        name = f"scorer {type(self.scorer).__name__}"
+        with blame(name):
+            scores = self.scorer.score(problems, paths, **seeds)
+        if not isinstance(scores, Scores) or not len(scores) == len(scores.tokens) == len(scores.calls) == len(paths):
+            got = f"{len(scores)} values" if isinstance(scores, Scores) else type(scores).__name__
+            raise QstarError(
+                f"{name}'s score must return Scores with one value for each of the {len(paths)} paths, got {got}"
+            )
+        return scores
+
+
+def check_proposals(name: str, proposals: object, prefixes: int) -> None:
+    """A policy's reply is one list of `Step`s per prefix: anything else is a one-line error naming what came."""
+    if not isinstance(proposals, list) or len(proposals) != prefixes:
+        got = f"{len(proposals)} lists" if isinstance(proposals, list) else type(proposals).__name__
+        raise QstarError(
+            f"{name}'s propose must return one list of Steps for each of the {prefixes} prefixes, got {got}"
+        )
+    for row in proposals:
+        wrong = row if not isinstance(row, list) else next((s for s in row if not isinstance(s, Step)), None)
+        if wrong is not None:
+            raise QstarError(f"{name}'s propose must return lists of Steps, got {type(wrong).__name__} {wrong!r:.60}")
 
 
 def run_search(

@@ -11,7 +11,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from qstar.errors import QstarError
+from qstar.errors import QstarError, blame
 from qstar.registry import Registry
 from qstar.types import Prefix, Problem
 
@@ -99,13 +99,31 @@ class LegalSteps(Protocol):
         ...
 
 
-TASKS: Registry[Task] = Registry("task", "qstar.tasks")
+TASKS: Registry[Task] = Registry("task", "qstar.tasks", Task)
 register_task = TASKS.register
 
 
 def get_task(name: str, **options: Any) -> Task:
     """The task registered as `name`, made with `options` (e.g. `problems_file`)."""
     return TASKS.build(name, **options)
+
+
+def load_problems(task: Task, split: str, limit: int | None = None) -> list[Problem]:
+    """`task.problems(split, limit)`, checked: at least one `Problem`, no two with the same id (trees and records
+    are keyed by it). A task's exception, or a reply of another shape, is a one-line error naming the task."""
+    with blame(f"the problems of task {task.name!r}"):
+        problems = task.problems(split, limit=limit)
+    kinds = {type(p).__name__ for p in problems if not isinstance(p, Problem)} if isinstance(problems, list) else None
+    if kinds is None or kinds:
+        got = type(problems).__name__ if kinds is None else f"a list holding {', '.join(sorted(kinds))}"
+        raise QstarError(f"the problems of task {task.name!r} must be a list of Problems, got {got}")
+    if not problems:
+        raise QstarError(f"task {task.name!r} has no problems in its {split!r} split")
+    ids = [p.id for p in problems]
+    twice = next((i for i in ids if ids.count(i) > 1), None) if len(set(ids)) < len(ids) else None
+    if twice is not None:
+        raise QstarError(f"task {task.name!r} gives two problems the id {twice!r}; ids must tell problems apart")
+    return problems
 
 
 class BaseTask:
