@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import qstar
 from qstar.errors import QstarError
 from qstar.registry import Registry
 
@@ -251,3 +252,13 @@ def test_a_broken_plugin_is_one_line_that_names_it(tmp_path, capsys, args, says)
     assert main([*base, "--search", "beam", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err, err
+
+
+def test_evaluate_refuses_a_search_name_and_zero_seeds():
+    """The Python API's mistakes are one-line errors too, before any model call."""
+    task = qstar.get_task("game24")
+    problems = task.problems("test", limit=1)
+    with pytest.raises(QstarError, match="must be a search object"):
+        qstar.evaluate(task, problems, None, "beam")
+    with pytest.raises(QstarError, match="seeds and batch_size must be at least 1, not 0 and 64"):
+        qstar.evaluate(task, problems, None, qstar.get_search("greedy"), seeds=0)

@@ -344,7 +344,8 @@ def print_list(result: dict, console: Console) -> None:
         for name, options in entries.items():
             console.print(f"  {name}", markup=False)
             for key, o in options.items():
-                console.print(f"    {key}={o['default']!r}  {o['help']}".rstrip(), markup=False, soft_wrap=True)
+                shown = f"{key} (required)" if o["default"] == "(required)" else f"{key}={o['default']!r}"
+                console.print(f"    {shown}  {o['help']}".rstrip(), markup=False, soft_wrap=True)
 
 
 COMMANDS = {

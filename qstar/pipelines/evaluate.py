@@ -92,6 +92,10 @@ def evaluate(
     Searching for `training_data` may use a verifier that reads the reference answer; an evaluation may not.
     With `workers` the problems are searched by their replicas of the models (the same trees; see
     `qstar.pipelines.workers`); `policy` and `scorer` are then this process's copies, used for the checks."""
+    if seeds < 1 or batch_size < 1:
+        raise QstarError(f"seeds and batch_size must be at least 1, not {seeds} and {batch_size}")
+    if not callable(getattr(search, "run", None)):
+        raise QstarError(f"search must be a search object (qstar.get_search(name)), not {search!r:.40}")
     if not training_data:
         check_no_leak(task, scorer)
     start = time.time()
