@@ -59,6 +59,7 @@ def test_the_example_file_works_from_the_command_line(example, printed, qstar):
     assert json.loads(solved.stdout)["solved"] and steps[-1].endswith("= 10") and len(steps) == 4  # 1 2 4 5 10
     listed = qstar("list", "--plugin", str(example)).stdout
     assert re.search(r"^  reach$", listed, re.M) and re.search(r"^  coin\n    seed=0$", listed, re.M)
+    assert qstar("--plugin", str(example), "list").stdout == listed  # the flag before the command works too
 
 
 def test_an_installed_package_adds_plug_ins_through_entry_points(example, tmp_path):

@@ -39,10 +39,19 @@ def load_plugins(argv: list[str]) -> None:
         load_plugin(path)
 
 
+def command_first(argv: list[str]) -> list[str]:
+    """`--plugin FILE.py` given before the command (`qstar --plugin x.py list`) moved after it, where the command's
+    parser reads it."""
+    lead = 0
+    while lead < len(argv) and argv[lead].startswith("--plugin"):
+        lead += 1 if "=" in argv[lead] else 2
+    return [*argv[lead:], *argv[:lead]]
+
+
 def main(argv: list[str] | None = None) -> int:
     # transformers' GGUF loader draws a raw tqdm bar; tqdm reads this variable when it is imported
     os.environ.setdefault("TQDM_DISABLE", "1")
-    argv = sys.argv[1:] if argv is None else argv
+    argv = command_first(sys.argv[1:] if argv is None else argv)
     try:
         load_plugins(argv)
         args = build_parser().parse_args(argv)
