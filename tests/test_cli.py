@@ -20,7 +20,7 @@ def test_solve_json_contract(qstar, evaluate_expression):
     out = qstar("solve", "--task", "countdown", "--numbers", "4", "9", "10", "13", "--target", "24", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"solved", "answer", "steps", "tokens", "calls", "error"}
+    assert set(result) == {"solved", "answer", "steps", "illegal", "tokens", "calls", "error"}
     assert isinstance(result["solved"], bool) and isinstance(result["steps"], list) and result["error"] is None
     assert result["tokens"] >= sum(len(s) for s in result["steps"]) and 1 <= result["calls"] <= len(result["steps"])
     if result["solved"]:

@@ -60,6 +60,12 @@ def test_the_example_file_works_from_the_command_line(example, printed, qstar):
     listed = qstar("list", "--plugin", str(example)).stdout
     assert re.search(r"^  reach$", listed, re.M) and re.search(r"^  coin\n    seed=0$", listed, re.M)
     assert qstar("--plugin", str(example), "list").stdout == listed  # the flag before the command works too
+    sampled = [qstar("solve", "reach 10", *args, "--search", "sample", "--seed", str(s), "--json") for s in range(4)]
+    refused = [json.loads(out.stdout) for out in sampled if json.loads(out.stdout)["illegal"]]
+    assert refused, "no sample went past the target"  # coin's plays pass 10 often
+    for result in refused:  # the illegal step is the last one (it ends the path), with the task's reason
+        assert result["illegal"] == {"step": len(result["steps"]), "reason": result["illegal"]["reason"]}
+        assert "past 10" in result["illegal"]["reason"] and not result["solved"]
 
 
 def test_an_installed_package_adds_plug_ins_through_entry_points(example, tmp_path):

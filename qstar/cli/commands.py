@@ -86,10 +86,13 @@ def cmd_solve(args: argparse.Namespace) -> dict:
     if tree.calls == 0 and not tree.error:
         warn_unaffordable(args.budget, policy)
     steps = [s.text for s in tree.best_path()]
+    checks = [task.check_step(problem, steps[:i], step) for i, step in enumerate(steps)]
+    illegal = next(({"step": i, "reason": c.reason} for i, c in enumerate(checks, 1) if not c.ok), None)
     return {
         "solved": tree.solved if problem.answer is not None else None,
         "answer": task.final_answer(problem, steps) if steps else None,
         "steps": steps,
+        "illegal": illegal,
         "tokens": tree.tokens,
         "calls": tree.calls,
         "error": tree.error,
@@ -105,8 +108,10 @@ def warn_unaffordable(budget: int | None, policy: Any) -> None:
 
 
 def print_solve(result: dict, console: Console) -> None:
+    illegal = result["illegal"] or {}
     for i, step in enumerate(result["steps"], 1):
-        console.print(f"  step {i}: {step}", markup=False)
+        mark = f"  (illegal: {illegal['reason'] or 'the step checker refuses it'})" if i == illegal.get("step") else ""
+        console.print(f"  step {i}: {step}{mark}", markup=False)
     if result["error"]:
         console.print(f"[red]failed[/]: {result['error']}", markup=True)
     answer = result["answer"] or "(none)"
