@@ -95,6 +95,11 @@ class Improve:
         self.extra_task = get_task(cfg.extra_task) if cfg.extra_task else None
         self.served: tuple[int, str | None] | None = None  # the iteration the server serves, and its model name
         check_hook(cfg.reload)
+        if not (cfg.served or resume or resolve(cfg.policy).exists()):  # a plug-in backend's name, a typo
+            raise QstarError(
+                f"policy {cfg.policy!r} has no weights to train: give a shipped checkpoint (tiny-rules, tiny), a "
+                "model folder or .gguf file, or a server's URL with train_model"
+            )
         if cfg.launcher:
             launch_command(cfg.launcher)
         if cfg.lora:

@@ -144,11 +144,6 @@ class ImproveConfig:
             check(not self.train_model, "train_model applies to a server policy (an http:// URL); train the policy")
             check(not self.reload, "reload applies to a server policy (an http:// URL)")
             check(not self.server_args, "server_args applies to a server policy (an http:// URL)")
-            check(
-                resolve(self.policy).exists(),
-                f"policy {self.policy!r} has no weights to train: give a shipped checkpoint (tiny-rules, tiny), a "
-                "model folder or .gguf file, or a server's URL with train_model",
-            )
         if self.served:
             check_server_args(self.policy, self.server_args)
         check(self.reload != "vllm-lora" or self.lora, "reload vllm-lora loads LoRA adapters: add lora")
