@@ -100,11 +100,11 @@ class Registry(Generic[T]):
             key, wanted, value = wrong
             raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value!r}")
         given = {k: v for k, v in (context or {}).items() if k in accepted}
-        try:
-            with blame(f"{self.kind} {name!r}"):
+        with blame(f"{self.kind} {name!r}"):  # what else the plug-in raises
+            try:
                 built = entry.factory(**{**entry.defaults, **options, **given})
-        except TypeError as e:  # a required option left out, or a value of the wrong kind
-            raise QstarError(f"{self.kind} {name!r}: {e}") from None
+            except TypeError as e:  # a required option left out, or a value of the wrong kind
+                raise QstarError(f"{self.kind} {name!r}: {e}") from None
         missing = [member for member in self.members if not hasattr(built, member)]
         if missing:
             where = f"{self.protocol.__module__}.{self.protocol.__name__}"  # type: ignore[union-attr]
