@@ -23,8 +23,7 @@ def scorer_name(spec: str) -> str:
     if spec in SCORERS:
         return spec
     if resolve(spec).is_dir():
-        if not (resolve(spec) / "config.json").is_file():
-            raise QstarError(f"no PRM checkpoint at {spec} (expected a folder with config.json)")
+        prm.prm_folder(spec)  # a folder that holds no model fails here, before the policy loads
         return "prm"
     raise QstarError(f"unknown scorer {spec!r}; choose from {', '.join(SCORERS.names())}, or give a PRM folder")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from qstar.checkpoints import resolve
@@ -19,6 +20,14 @@ from qstar.tasks.base import Task
 from qstar.types import Problem, Scores
 
 AGGREGATES = {"min": min, "last": lambda rewards: rewards[-1], "prod": math.prod}
+
+
+def prm_folder(spec: str) -> Path:
+    """The PRM checkpoint folder a spec names (a shipped checkpoint's name resolved), checked before it loads."""
+    folder = resolve(spec)
+    if not (folder / "config.json").is_file():
+        raise QstarError(f"no PRM checkpoint at {folder} (expected a folder with config.json)")
+    return folder
 
 
 @register_scorer("prm")
@@ -48,9 +57,7 @@ class PRMScorer:
 
         if self.aggregate not in AGGREGATES:
             raise QstarError(f"unknown aggregation {self.aggregate!r}; choose from {', '.join(AGGREGATES)}")
-        folder = resolve(self.path)
-        if not (folder / "config.json").is_file():
-            raise QstarError(f"no PRM checkpoint at {folder} (expected a folder with config.json)")
+        folder = prm_folder(self.path)
         model = AutoModelForTokenClassification.from_pretrained(folder)
         self.model = model.to(device_of(self.device)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
