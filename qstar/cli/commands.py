@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from qstar.cli.options import given_settings, merge, problem_fields
-from qstar.config import from_dict, help_of, read_config_file
+from qstar.cli.options import config_of, problem_fields
+from qstar.config import from_dict, help_of
 from qstar.errors import QstarError, blame
 from qstar.tasks.base import load_problems
 
@@ -227,7 +227,7 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
     from qstar.pipelines.pretrain import pretrain
     from qstar.pipelines.pretrain_config import PretrainConfig
 
-    return pretrain(from_dict(PretrainConfig, given_settings(args, PretrainConfig)))["final"]
+    return pretrain(config_of(args, PretrainConfig))["final"]
 
 
 def cmd_improve(args: argparse.Namespace) -> dict:
@@ -240,8 +240,7 @@ def cmd_improve(args: argparse.Namespace) -> dict:
             f"qstar improve trains with TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)"
         ) from None
 
-    settings = read_config_file(args.config) if args.config else {}
-    cfg = from_dict(ImproveConfig, merge(settings, given_settings(args, ImproveConfig)))
+    cfg = config_of(args, ImproveConfig)
     if args.workers is not None or args.ray is not None:
         from qstar.pipelines.workers import import_ray
 
@@ -258,8 +257,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from qstar.io import check_writable
     from qstar.train.config import LoRAConfig
 
-    settings = read_config_file(args.config) if args.config else {}
-    cfg = from_dict(CONFIGS[args.kind], merge(settings, given_settings(args, CONFIGS[args.kind])))
+    cfg = config_of(args, CONFIGS[args.kind])
     lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
     lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
     check_writable(args.output_dir, folder=True)  # before the training, not after it

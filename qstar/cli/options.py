@@ -7,9 +7,11 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
-from qstar.config import field_types, help_of
+from qstar.config import field_types, from_dict, help_of, read_config_file
+
+C = TypeVar("C")
 
 
 class Parser(argparse.ArgumentParser):
@@ -211,6 +213,13 @@ def given_settings(args: argparse.Namespace, cls: type) -> dict[str, Any]:
                 slot = slot.setdefault(part, {})
             slot[[head, *rest][-1]] = value
     return out
+
+
+def config_of(args: argparse.Namespace, cls: type[C]) -> C:
+    """The config the command asks for: its defaults, then the `--config` file's settings (where the command takes
+    one), then the flags given."""
+    settings = read_config_file(args.config) if getattr(args, "config", None) else {}
+    return from_dict(cls, merge(settings, given_settings(args, cls)))
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ options, the step format, the step checker and the verifier. `BaseTask` gives th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -119,8 +120,7 @@ def load_problems(task: Task, split: str, limit: int | None = None) -> list[Prob
         raise QstarError(f"the problems of task {task.name!r} must be a list of Problems, got {got}")
     if not problems:
         raise QstarError(f"task {task.name!r} has no problems in its {split!r} split")
-    ids = [p.id for p in problems]
-    twice = next((i for i in ids if ids.count(i) > 1), None) if len(set(ids)) < len(ids) else None
+    twice = next((i for i, n in Counter(p.id for p in problems).items() if n > 1), None)
     if twice is not None:
         raise QstarError(f"task {task.name!r} gives two problems the id {twice!r}; ids must tell problems apart")
     return problems
