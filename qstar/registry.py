@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from qstar.config import wrong_kind
+from qstar.config import help_of, wrong_kind
 from qstar.errors import QstarError, blame
 
 T = TypeVar("T")
@@ -46,6 +47,10 @@ class Registry(Generic[T]):
         """Decorator: register the decorated class or function under `name` (a preset when `defaults` are given)."""
 
         def wrap(factory: Callable[..., T]) -> Callable[..., T]:
+            taken = self.entries.get(name)
+            if taken is not None and qualified(taken.factory) != qualified(factory):  # not the same one re-imported
+                by = qualified(taken.factory)
+                raise QstarError(f"{self.kind} {name!r} is registered already (by {by}): give yours another name")
             self.entries[name] = Entry(factory, defaults)
             return factory
 
@@ -86,6 +91,13 @@ class Registry(Generic[T]):
         entry = self.entry(name)
         return {**option_defaults(entry.factory), **entry.defaults}
 
+    def help(self, name: str) -> dict[str, str]:
+        """What each option of `name` does: a dataclass field's help, else the docstring's `Args:` section."""
+        factory = self.entry(name).factory
+        if dataclasses.is_dataclass(factory):
+            return {f.name: help_of(f) for f in dataclasses.fields(factory)}
+        return docstring_args(inspect.getdoc(factory))
+
     def build(self, name: str, context: dict[str, Any] | None = None, **options: Any) -> T:
         """Make the plug-in `name` with `options` (an unknown option is a one-line error). `context` holds what the
         caller has for plug-ins that want it (a scorer's task and policy): each is passed if the factory takes it."""
@@ -112,6 +124,10 @@ class Registry(Generic[T]):
         return built
 
 
+def qualified(factory: Callable[..., Any]) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
+
+
 def protocol_members(protocol: type) -> tuple[str, ...]:
     """The attributes and methods a `typing.Protocol` declares (its own, in order)."""
     declared = [*getattr(protocol, "__annotations__", {}), *vars(protocol)]
@@ -132,6 +148,29 @@ def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
         for p in params
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+
+
+def docstring_args(doc: str | None) -> dict[str, str]:
+    """The `Args:` section of a Google-style docstring: each `name: text` (or `name (type): text`) line and the
+    lines indented below it, as one line of help per name."""
+    out: dict[str, str] = {}
+    lines = iter((doc or "").splitlines())
+    for line in lines:
+        if line.strip() in ("Args:", "Arguments:", "Parameters:"):
+            break
+    indent, name = None, None
+    for line in lines:
+        text = line.strip()
+        depth = len(line) - len(line.lstrip())
+        if text and depth == 0:
+            break  # the next section
+        entry = re.fullmatch(r"(\w+)(?: \(.*?\))?:\s*(.*)", text)
+        if entry and depth == (indent if indent is not None else depth):
+            indent, name = depth, entry[1]
+            out[name] = entry[2]
+        elif text and name is not None:
+            out[name] = f"{out[name]} {text}".strip()
+    return out
 
 
 def load_plugin(path: str | Path) -> None:

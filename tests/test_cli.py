@@ -257,11 +257,16 @@ def test_a_device_is_auto_or_one_this_machine_has():
 
 
 def test_what_a_run_could_not_do_is_said_not_only_counted(qstar):
-    """Problems whose search failed are counted with the first one's reason; a budget below one request's worst
-    case, which lets no search start, is a warning rather than a silent 0%."""
+    """Problems whose search failed are counted with the first one's reason, and a run in which every search failed
+    exits 1 saying why; a budget below one request's worst case, which lets no search start, is a warning rather
+    than a silent 0%."""
     out = qstar("eval", "--task", "gsm8k", "--limit", "2", "--json")
     result = json.loads(out.stdout)
-    assert out.returncode == 0 and result["failed"] == 2
+    assert out.returncode == 1 and result["failed"] == 2
     assert "does not fit the model's context" in result["first_error"]  # the tiny model on a few-shot prompt
+    assert out.stderr.strip().endswith(f"every problem's search failed, the first: {result['first_error']}")
+    out = qstar("solve", "--task", "gsm8k", "--question", "What is 2 + 3?", "--answer", "5")
+    assert out.returncode == 1 and "qstar: error: the search failed: " in out.stderr, out.stderr
+    assert "does not fit the model's context" in out.stderr and "not solved" in out.stdout
     out = qstar("solve", "4 9 10 13 -> 24", "--budget", "5")
     assert out.returncode == 0 and "the budget of 5 tokens affords no model call" in out.stderr

@@ -104,6 +104,34 @@ def test_a_registry_builds_presets_and_refuses_unknown_names_and_options():
         registry.build("huge")
     with pytest.raises(QstarError, match="widget 'plain' has no option 'weight' \\(its options: size, colour, task\\)"):
         registry.build("plain", weight=3)
+    with pytest.raises(QstarError, match=r"widget 'plain' is registered already \(by tests\.test_plugins\..*widget\)"):
+        registry.register("plain")(lambda: None)  # a second plug-in does not silently replace the first
+    assert registry.register("plain")(widget) is widget  # the same one again (a file imported twice) is fine
+
+
+def test_every_option_says_what_it_does():
+    """`qstar list` gives each option's help: a dataclass field's, or a function's docstring `Args:` entry."""
+    registry: Registry = Registry("widget", "qstar.widgets")
+
+    @registry.register("plain")
+    def widget(size: int = 1, colour: str = "red"):
+        """A widget.
+
+        Args:
+            size: how big,
+                in metres.
+            colour (str): what it looks like.
+
+        Returns:
+            size: not an option.
+        """
+
+    assert registry.help("plain") == {"size": "how big, in metres.", "colour": "what it looks like."}
+    out = subprocess.run([sys.executable, "-m", "qstar", "list", "--json"], capture_output=True, text=True, timeout=120)
+    listed = json.loads(out.stdout)
+    silent = [f"{name}.{key}" for entries in listed.values() for name, options in entries.items()
+              for key, option in options.items() if not option["help"]]  # fmt: skip
+    assert listed["policies"]["tiny"] and not silent, silent
 
 
 def test_import_qstar_stays_light():

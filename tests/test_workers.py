@@ -165,6 +165,7 @@ def test_a_worker_whose_models_fail_to_load_is_named_and_the_command_stops(qstar
         (["--workers", "-2"], "must be at least 1, got -2"),
         (["--ray", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
         (["--ray", "not-an-address"], "--ray expects auto or HOST:PORT"),
+        (["--ray"], "--ray found no Ray cluster on this machine"),  # no `ray start` here: qstar's hint, not Ray's
     ],
 )
 def test_bad_worker_settings_are_one_line_errors_within_seconds(qstar_command, args, message):

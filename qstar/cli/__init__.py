@@ -12,7 +12,7 @@ import traceback
 
 from rich.console import Console
 
-from qstar.cli.commands import COMMANDS
+from qstar.cli.commands import COMMANDS, shortfall
 from qstar.cli.parser import build_parser
 from qstar.errors import QstarError
 from qstar.registry import load_plugin
@@ -67,4 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
     else:
         show(result, Console())
+    why = shortfall(args.command, result)
+    if why:
+        print(f"qstar: error: {why}", file=sys.stderr)
+        return 1
     return 0

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qstar.cli.options import config_of, problem_fields
-from qstar.config import from_dict, help_of
+from qstar.config import from_dict
 from qstar.errors import QstarError, blame
 from qstar.tasks.base import load_problems
 
@@ -112,8 +112,6 @@ def print_solve(result: dict, console: Console) -> None:
     for i, step in enumerate(result["steps"], 1):
         mark = f"  (illegal: {illegal['reason'] or 'the step checker refuses it'})" if i == illegal.get("step") else ""
         console.print(f"  step {i}: {step}{mark}", markup=False)
-    if result["error"]:
-        console.print(f"[red]failed[/]: {result['error']}", markup=True)
     answer = result["answer"] or "(none)"
     if result["solved"] is None:
         verdict = f"answer: {answer}"
@@ -175,7 +173,7 @@ def print_eval(result: dict, console: Console) -> None:
         f"{result['seconds']:.1f}",
     )
     console.print(table)
-    if result["first_error"]:
+    if result["first_error"] and result["failed"] < result["n"]:  # all failed: the error line says why
         console.print(
             f"[red]failed[/]: {result['failed']:g} problem(s), the first: {result['first_error']}", markup=True
         )
@@ -220,6 +218,9 @@ def print_compare(result: dict, console: Console) -> None:
     from qstar.pipelines.compare import table
 
     console.print(table(result["rows"]))
+    first = next((r for r in result["rows"] if r["first_error"]), None)
+    if first and not all(r["failed"] >= r["n"] for r in result["rows"]):  # all failed: the error line says why
+        console.print(f"[red]failed[/]: {first['search']} at {first['budget']}: {first['first_error']}", markup=True)
     console.print(f"wrote {result['out']}/compare.md, compare.json, compare.png")
 
 
@@ -329,10 +330,7 @@ def cmd_list(args: argparse.Namespace) -> dict:
     for kind, registry in (("tasks", TASKS), ("policies", POLICIES), ("scorers", SCORERS), ("searches", SEARCHES)):
         out[kind] = {}
         for name in registry.names():
-            factory = registry.entry(name).factory
-            helps = (
-                {f.name: help_of(f) for f in dataclasses.fields(factory)} if dataclasses.is_dataclass(factory) else {}
-            )
+            helps = registry.help(name)
             out[kind][name] = {
                 key: {"default": "(required)" if value is dataclasses.MISSING else value, "help": helps.get(key, "")}
                 for key, value in registry.options(name).items()
@@ -349,6 +347,17 @@ def print_list(result: dict, console: Console) -> None:
             for key, o in options.items():
                 shown = f"{key} (required)" if o["default"] == "(required)" else f"{key}={o['default']!r}"
                 console.print(f"    {shown}  {o['help']}".rstrip(), markup=False, soft_wrap=True)
+
+
+def shortfall(command: str, result: dict) -> str | None:
+    """Why a command that ran did none of its work, for exit code 1: a solve whose search ended on a backend error,
+    an eval or compare in which every problem's search did (a partial failure is counted in the table, exit 0)."""
+    if command == "solve" and result["error"]:
+        return f"the search failed: {result['error']}"
+    rows = {"eval": [result], "compare": result.get("rows", [])}.get(command)
+    if rows and all(row["n"] and row["failed"] >= row["n"] for row in rows):
+        return f"every problem's search failed, the first: {rows[0]['first_error']}"
+    return None
 
 
 COMMANDS = {

@@ -52,7 +52,8 @@ def compare(
 
 def table(rows: list[dict]) -> Table:
     t = Table(title="accuracy (mean ± std over seeds) at a budget of generated tokens per problem")
-    for col in ("search", "budget", "accuracy", "tokens/problem", "calls/problem", "seconds"):
+    failed = ("failed",) if any(r["failed"] for r in rows) else ()  # problems per seed whose backend kept failing
+    for col in ("search", "budget", "accuracy", "tokens/problem", "calls/problem", *failed, "seconds"):
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(
@@ -61,6 +62,7 @@ def table(rows: list[dict]) -> Table:
             f"{r['accuracy']:.1%} ± {r['accuracy_std']:.1%}",
             f"{r['tokens_per_problem']:.0f}",
             f"{r['calls_per_problem']:.1f}",
+            *(f"{r['failed']:g}" for _ in failed),
             f"{r['seconds']:.0f}",
         )
     return t

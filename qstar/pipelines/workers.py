@@ -124,7 +124,12 @@ class Workers:
                     runtime_env={"env_vars": {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}},
                 )
             except ConnectionError as e:
-                raise QstarError(f"no Ray cluster at {address}: {e}") from None
+                if address != "auto":
+                    raise QstarError(f"no Ray cluster at {address}: {e}") from None
+                raise QstarError(  # Ray's own hint names its command line's --address flag, not qstar's
+                    "--ray found no Ray cluster on this machine (nor RAY_ADDRESS): start one with `ray start --head`, "
+                    "give --ray HOST:PORT, or use --workers N alone for workers on this machine"
+                ) from None
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
         self.count = count or gpus or cpus

@@ -34,9 +34,16 @@ def tiny(
     prefix_cache_mb: int = 512,
     legal_steps: bool = False,
 ) -> Policy:
-    """qstar's built-in tiny model (`tiny` is the shipped improved checkpoint) on its fast KV-cached decoder;
-    `prefix_cache_mb` bounds the keys and values kept for the prompts a search asks next (0 turns it off); with
-    `legal_steps` it writes only the steps the task lists as legal next (countdown, game24: its move generator)."""
+    """qstar's built-in tiny model on its fast KV-cached decoder.
+
+    Args:
+        path: a checkpoint folder, or a shipped one's name (`tiny` is the improved one, `tiny-rules` the start).
+        seed: seeds the sampling (each prefix draws from its own stream of it).
+        device: `cpu`, `cuda`, `cuda:N`, `mps` or `auto` (the default: a GPU when one is visible).
+        max_step_tokens: the most tokens one step may take; a request is paid for at this worst case.
+        prefix_cache_mb: bounds the keys and values kept for the prompts a search asks next (0 turns it off).
+        legal_steps: write only the steps the task lists as legal next (countdown, game24: its move generator).
+    """
     from qstar.policy.tiny import TinyPolicy
 
     return TinyPolicy.from_pretrained(
@@ -60,9 +67,18 @@ def hf(
     share_prefix: bool = True,
     legal_steps: bool = False,
 ) -> Policy:
-    """Any transformers causal LM from a folder or a `.gguf` file; CUDA in bf16 when visible, else CPU fp32. With
-    `share_prefix`, the prompt a batch shares (a task's worked examples) is computed once and its cache reused; with
-    `legal_steps` it writes only the steps the task lists as legal next."""
+    """Any transformers causal LM from a folder or a `.gguf` file; CUDA in bf16 when visible, else CPU fp32.
+
+    Args:
+        path: a model folder (`config.json` and weights, or a PEFT adapter) or a `.gguf` file.
+        seed: seeds the sampling (each prefix draws from its own stream of it).
+        chat: wrap prompts in the model's chat template (default: when the tokenizer has one).
+        device: `cpu`, `cuda`, `cuda:N`, `mps` or `auto` (the default: a GPU when one is visible).
+        max_step_tokens: the most tokens one step may take; a request is paid for at this worst case.
+        batch_size: prefixes decoded together in one forward pass.
+        share_prefix: compute the prompt a batch shares (a task's worked examples) once and reuse its cache.
+        legal_steps: write only the steps the task lists as legal next (countdown, game24: its move generator).
+    """
     from qstar.policy.hf import HFPolicy
 
     return HFPolicy.from_pretrained(
@@ -91,10 +107,24 @@ def openai(
     legal_steps: bool = False,
     constraint: str = "vllm",
 ) -> Policy:
-    """An OpenAI-compatible server (vLLM, SGLang, llama.cpp): `base_url` (default `$OPENAI_BASE_URL`), `model`
-    (default `$OPENAI_MODEL`, else the server's first), `api_key` (default `$OPENAI_API_KEY`). With `legal_steps`
-    the server keeps its steps to the task's legal next steps through its constrained decoding, asked for in
-    `constraint`'s form: `vllm` (`structured_outputs`), `vllm-guided` (before 0.12), `sglang`, `llama.cpp`."""
+    """An OpenAI-compatible server (vLLM, SGLang, llama.cpp, a hosted API).
+
+    Args:
+        base_url: the server's URL, e.g. `http://localhost:8000/v1` (default: `$OPENAI_BASE_URL`).
+        model: the model to ask for (default: `$OPENAI_MODEL`, else the first the server lists).
+        chat: ask `/v1/chat/completions` (the steps an assistant message the model continues) instead of
+            `/v1/completions`.
+        api_key: the bearer token (default: `$OPENAI_API_KEY`).
+        seed: seeds sent with the requests, one per prefix and sample (servers that honour them repeat).
+        max_step_tokens: the most tokens one step may take; a request is paid for at this worst case.
+        concurrency: requests in flight at once.
+        retries: retries of a failed request (no connection, a timeout, 429, 5xx, a malformed reply) before the
+            search fails.
+        timeout: seconds one request may take.
+        legal_steps: keep the steps to the task's legal next ones through the server's constrained decoding.
+        constraint: how to ask for that: `vllm` (`structured_outputs`), `vllm-guided` (before 0.12), `sglang`,
+            `llama.cpp`.
+    """
     import os
 
     from qstar.policy.openai import OpenAIPolicy

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from qstar.config import option
 from qstar.scorers.base import register_scorer
 from qstar.tasks.base import Task
 from qstar.types import Problem, Scores
@@ -35,7 +36,7 @@ class VerifierScorer:
     """The step checker, plus the verifier on complete solutions; a legal partial solution scores `partial`."""
 
     task: Task
-    partial: float = 0.5
+    partial: float = option(0.5, help="the score of a legal partial solution (a complete one scores 0 or 1)")
     uses_verifier: ClassVar[bool] = True
 
     def value(self, problem: Problem, path: list[str]) -> float:
