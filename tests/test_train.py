@@ -3,11 +3,13 @@ changes, for the built-in tiny Llama and for another HF architecture (GPT-2) thr
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2ForTokenClassification, GPT2LMHeadModel
 
+from qstar.checkpoints import resolve
 from qstar.errors import QstarError
 from qstar.policy.tokenizer import char_tokenizer
 from qstar.records import node_values, preference_records, search_target_records, sft_records, value_records
@@ -365,6 +367,29 @@ def test_each_trainer_runs_on_two_processes(tmp_path, kind):
     assert (out / "model.safetensors").is_file()
     expected = "LlamaForTokenClassification" if kind == "value" else "LlamaForCausalLM"
     assert AutoConfig.from_pretrained(out).architectures == [expected]
+
+
+@pytest.mark.parametrize("launched", [False, True])
+def test_improve_trains_the_value_model_at_the_tasks_separator(trees, tmp_path, monkeypatch, launched):
+    """The value stage of `qstar improve` reads each step where the task's steps end, in this process and under a
+    launcher (here the interpreter itself: `python -m qstar train value ...`, one process)."""
+    import json
+
+    from qstar.io import write_jsonl
+    from qstar.pipelines import fit
+    from qstar.pipelines.improve_config import ImproveConfig
+
+    folder = tmp_path / "iter-1"
+    folder.mkdir()
+    write_jsonl(folder / "value.jsonl", value_records(trees, TASK)[:8])
+    run = ImproveConfig(launcher=sys.executable if launched else "", value=ValueConfig(epochs=1, batch_size=8))
+    read_at = []
+    real = fit.train_value
+    monkeypatch.setattr(fit, "train_value", lambda *args: read_at.append(args[4]) or real(*args))
+    fit.fit("value", fit.saved_base(Path(resolve("tiny-rules")), tmp_path), folder / "value", run, "cpu", " ;")
+    if launched:
+        read_at.append(json.loads((folder / "value" / "qstar_train.json").read_text())["separator"])
+    assert read_at == [" ;"] and (folder / "value" / "model.safetensors").is_file()
 
 
 def test_a_checkpoint_replaces_a_folder_left_by_a_killed_run(tmp_path):

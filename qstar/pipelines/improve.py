@@ -1,7 +1,7 @@
 """`qstar improve`: the Q* loop. Each iteration: search the train split with the current policy and value
-model → save the trees → extract records → train the policy (SFT, step-DPO) and the value model (or both heads
-of one shared-trunk network) → evaluate
-greedy and search on the test split → append to metrics.jsonl and redraw the plots.
+model → save the trees → extract records → train the policy (SFT, step-DPO) and the value model, or both heads
+of one shared-trunk network (`qstar.pipelines.fit`) → evaluate greedy and search on the test split → append to
+metrics.jsonl and redraw the plots (`qstar.pipelines.improve_report`).
 
 Every stage writes its output atomically (files through a temporary name, checkpoints through a temporary
 folder), and a stage whose output exists is finished: `--resume` continues from the first unfinished stage.
@@ -21,33 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.table import Table
 
 from qstar.checkpoints import resolve
 from qstar.config import from_dict
 from qstar.errors import QstarError
-from qstar.io import (
-    atomic_write,
-    figure,
-    load_trees,
-    read_jsonl,
-    replace_folder,
-    save_png,
-    save_trees,
-    write_jsonl,
-)
-from qstar.models import (
-    check_adapters,
-    device_of,
-    load_causal_lm,
-    load_tokenizer,
-    save_checkpoint,
-    value_model_from,
-    with_value_head,
-)
+from qstar.io import atomic_write, load_trees, save_trees, write_jsonl
+from qstar.models import check_adapters, device_of
 from qstar.pipelines.evaluate import evaluate
+from qstar.pipelines.fit import fit, fit_shared, saved_base
 from qstar.pipelines.improve_config import ImproveConfig
-from qstar.pipelines.launch import launch_command, launch_training
+from qstar.pipelines.improve_report import plot, table
+from qstar.pipelines.launch import launch_command
 from qstar.pipelines.replica import Replica
 from qstar.policy import Policy, load_policy
 from qstar.policy.served import check_hook, check_same_tokenizer, reload_server
@@ -62,11 +46,6 @@ from qstar.scorers import Scorer
 from qstar.search import get_search
 from qstar.tasks import get_task
 from qstar.tasks.base import load_problems
-from qstar.train.common import trainable
-from qstar.train.dpo import train_dpo
-from qstar.train.policy_value import train_policy_value
-from qstar.train.sft import train_sft
-from qstar.train.value import train_value
 
 if TYPE_CHECKING:
     from qstar.pipelines.workers import Workers
@@ -314,70 +293,25 @@ class Improve:
         if out.exists():
             return
         if self.cfg.shared_trunk:
-            return self.fit_shared(self.training_start(k), out)
+            return fit_shared(self.training_start(k), out, self.cfg, self.device, self.task.separator)
+        place = (self.cfg, self.device, self.task.separator)
         sft_out = self.it(k) / "policy-sft" if self.cfg.step_dpo else out
         if not sft_out.exists():
-            self.fit("sft", self.training_start(k), sft_out, merge=not self.cfg.step_dpo)
+            fit("sft", self.training_start(k), sft_out, *place, merge=not self.cfg.step_dpo)
         if self.cfg.step_dpo:
-            self.fit("dpo", sft_out, out, merge=True)  # the reference: the model before DPO
+            fit("dpo", sft_out, out, *place, merge=True)  # the reference: the model before DPO
 
     def training_start(self, k: int) -> Path:
-        """The policy iteration k trains from; a `.gguf` start is saved once as a model folder (`base/`), since
-        adapters name their base by folder."""
-        path = self.policy_path(k - 1)
-        if path.suffix != ".gguf":
-            return path
-        base = (self.dir / "base").resolve()  # adapters name their base by this path
-        if not base.exists():
-            save_checkpoint(load_causal_lm(path), load_tokenizer(path), base)
-        return base
+        """The policy iteration k trains from; a `.gguf` start is saved once as a model folder (`base/`)."""
+        return saved_base(self.policy_path(k - 1), self.dir / "base")
 
     def train_value(self, k: int) -> None:
         """The value model trains on from the previous one, else from the policy's weights (adapters merged)
         with a fresh two-class head."""
         out = self.it(k) / "value"
         if not out.exists() and not self.cfg.shared_trunk:  # a shared trunk's value head trained with the policy
-            self.fit("value", self.value_path(k - 1) or self.it(k) / "policy", out)
-
-    def fit(self, kind: str, start: Path, out: Path, merge: bool = False) -> None:
-        """Train `kind` (sft, dpo, value) from `start` on this iteration's records into the checkpoint `out`, in this
-        process or under `launcher`; the loss history goes to `KIND_history.json`. With `merge` (on an iteration's
-        final policy) and the run's `lora` and `merge`, `out` is the merged model, the adapters kept in `adapter/`."""
-        cfg = getattr(self.cfg, kind)
-        records = out.parent / {"sft": "sft.jsonl", "dpo": "preferences.jsonl", "value": "value.jsonl"}[kind]
-        rows = read_jsonl(records)
-        lora = self.cfg.lora_settings if self.cfg.lora and kind != "value" else None
-        merged = merge and lora is not None and self.cfg.merge
-        target = out.with_name("adapter") if merged else out
-        if self.cfg.launcher and rows:
-            work = target.with_name(target.name + ".launched")
-            history = launch_training(self.cfg.launcher, kind, start, records, work, cfg, lora)
-        else:
-            work = target.with_name(target.name + ".tmp")
-            if kind == "value":
-                model, tokenizer = value_model_from(start)
-                trained = train_value(model.to(self.device), tokenizer, rows, cfg)
-            else:
-                model, peft = trainable(start, lora, self.device)
-                tokenizer = load_tokenizer(start)
-                trained = (train_sft if kind == "sft" else train_dpo)(model, tokenizer, rows, cfg, peft_config=peft)
-            history = trained.history
-            save_checkpoint(trained.model, tokenizer, work)
-        if rows:
-            atomic_write(out.parent / f"{kind}_history.json", json.dumps(history).encode())
-        replace_folder(work, target)
-        if merged:
-            save_checkpoint(load_causal_lm(target), load_tokenizer(target), out)
-
-    def fit_shared(self, start: Path, out: Path) -> None:
-        """Train the policy and its value head together (`qstar.train.policy_value`) from `start` (a fresh head
-        on a plain policy) on this iteration's SFT and value records into the checkpoint `out`."""
-        model = with_value_head(load_causal_lm(start), start).to(self.device)
-        tokenizer = load_tokenizer(start)
-        sft, values = read_jsonl(out.parent / "sft.jsonl"), read_jsonl(out.parent / "value.jsonl")
-        trained = train_policy_value(model, tokenizer, sft, values, self.cfg.policy_value, self.task.separator)
-        atomic_write(out.parent / "policy_value_history.json", json.dumps(trained.history).encode())
-        save_checkpoint(trained.model, tokenizer, out)  # its folder appears whole, marking the stage done
+            start = self.value_path(k - 1) or self.it(k) / "policy"
+            fit("value", start, out, self.cfg, self.device, self.task.separator)
 
     def evaluate_models(self, k: int) -> dict:
         """Greedy and search accuracy on the evaluation split with iteration k's models."""
@@ -457,42 +391,3 @@ def lock_run_folder(folder: Path):
         lock.close()
         raise QstarError(f"{folder} is in use by another qstar improve process (wait for it, or stop it)") from None
     return lock
-
-
-def table(rows: list[dict]) -> Table:
-    t = Table(title="qstar improve: accuracy on the test split per iteration")
-    for col in ("iteration", "greedy", "legal steps", "search", "search tokens", "scorer"):
-        t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(
-            str(r["iteration"]),
-            f"{r['greedy_accuracy']:.1%}",
-            f"{r['greedy_legal_step_rate']:.1%}",
-            f"{r['search_accuracy']:.1%}",
-            f"{r['search_tokens_per_problem']:.0f}",
-            r["scorer"],
-        )
-    return t
-
-
-def plot(rows: list[dict], out: Path, budget: int) -> None:
-    its = [r["iteration"] for r in rows]
-    fig, (a, b) = figure(ncols=2, figsize=(11, 4))
-    a.plot(its, [r["greedy_accuracy"] for r in rows], marker="o", label="greedy")
-    a.plot(its, [r["search_accuracy"] for r in rows], marker="o", label=f"{rows[0]['search']} search")
-    a.set(xlabel="iteration", ylabel="test accuracy", ylim=(-0.02, 1.02), title="accuracy per iteration")
-    a.set_xticks(its)
-    for r in rows:
-        b.scatter(r["search_tokens_per_problem"], r["search_accuracy"], label=f"iteration {r['iteration']}")
-    most = max([budget, *(r["search_tokens_per_problem"] for r in rows)])
-    b.set(
-        xlabel="generated tokens per problem",
-        ylabel="search accuracy",
-        xlim=(0, most * 1.05),
-        ylim=(-0.02, 1.02),
-        title=f"accuracy vs tokens (budget {budget})",
-    )
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    save_png(fig, out / "improve.png")

@@ -33,15 +33,18 @@ def launch_training(
     out: Path,
     cfg: TrainConfig,
     lora: LoRAConfig | None = None,
+    separator: str = "\n",
 ) -> list[dict]:
     """Train `kind` (sft, dpo, value) from `model` on `records` into the folder `out` with `LAUNCHER -m qstar train`
-    (a folder already there is replaced); returns the loss history the trainer wrote. The launched processes print to
-    the terminal; a failure is one line naming the command."""
+    (a folder already there is replaced; a value model reads each step at `separator`); returns the loss history the
+    trainer wrote. The launched processes print to the terminal; a failure is one line naming the command."""
     shutil.rmtree(out, ignore_errors=True)
     settings = out.with_name(f"{out.name}.{kind}-config.json")
     atomic_write(settings, json.dumps(asdict(cfg)).encode())
     command = [*launch_command(launcher), "-m", "qstar", "train", kind, "--model", str(model)]
     command += ["--records", str(records), "--output-dir", str(out), "--config", str(settings)]
+    if kind == "value":
+        command.append(f"--separator={separator}")  # one argument: a separator may start with a dash
     if lora is not None:
         command.append("--lora")
         for f in fields(lora):

@@ -72,6 +72,7 @@ def train(
         "records": len(rows),
         "processes": trained.processes,
         "config": asdict(cfg),
+        **({"separator": separator} if kind == "value" else {}),  # where the value model reads each step
         "history": trained.history,
     }
     if trained.main_process:
