@@ -134,6 +134,25 @@ def test_server_args_reach_every_request_of_the_run(tmp_path):
     assert "grammar" in body and "structured_outputs" not in body and body["max_tokens"] == 40
 
 
+def test_a_stage_whose_every_search_failed_stops_the_run_and_writes_nothing(tmp_path):
+    """The server fails every search's requests: the evaluation before iteration 1, and the data search, each stop
+    the run with the first error and write nothing, so a resumed run does them again."""
+    faults = Faults(fail_marker="Target: 24", prompt_tokens=None)  # in every game's prompt; no tokenizer to compare
+    with FaultServer(faults) as server:
+        config = ImproveConfig(
+            policy=server.url, train_model="tiny", server_args={"retries": 0}, eval_limit=2, train_problems=2,
+            data_search="greedy", eval_search="greedy", rollouts=0,
+        )  # fmt: skip
+        run = Improve(config, tmp_path)
+        with pytest.raises(QstarError, match=r"every greedy evaluation search failed, the first: .*injected failure"):
+            run.run()
+        assert not (tmp_path / "iter-0" / "eval.json").exists()
+        (tmp_path / "iter-1").mkdir()
+        with pytest.raises(QstarError, match=r"every data search failed, the first: .*\(then --resume the run\)"):
+            run.search(1)
+        assert not (tmp_path / "iter-1" / "trees.jsonl.gz").exists()
+
+
 @pytest.mark.slow
 def test_improve_searches_on_the_server_and_trains_the_weights_it_serves(smollm2_gguf, qstar, tmp_path):
     """SmolLM2 served by llama.cpp makes the data; its GGUF weights train as LoRA adapters; a reload command gets

@@ -41,6 +41,11 @@ class EvalResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def all_failed(self) -> bool:
+        """Every problem's search ended on a backend error: nothing was measured."""
+        return self.n > 0 and self.failed >= self.n
+
 
 def summarize(runs: list[list[Tree]], seconds: float) -> EvalResult:
     """Mean over runs (one per seed) of accuracy and compute; the spread is the std of accuracy."""

@@ -27,7 +27,7 @@ from qstar.config import from_dict
 from qstar.errors import QstarError
 from qstar.io import atomic_write, load_trees, save_trees, write_jsonl
 from qstar.models import check_adapters, device_of
-from qstar.pipelines.evaluate import evaluate
+from qstar.pipelines.evaluate import EvalResult, evaluate
 from qstar.pipelines.fit import fit, fit_shared, saved_base
 from qstar.pipelines.improve_config import ImproveConfig
 from qstar.pipelines.improve_report import plot, table
@@ -254,6 +254,7 @@ class Improve:
                 workers=workers,
                 seed=self.cfg.seed,
             )
+        check_searched(result, "data")
         save_trees(out, trees)
         console.print(
             f"  solved {result.solved:g}/{len(problems)} train problems, {result.tokens_per_problem:.0f} tokens each"
@@ -323,6 +324,7 @@ class Improve:
         size = self.cfg.batch_size
         with self.workers(k, evaluation=True) as workers:
             greedy, _ = evaluate(self.task, self.test, policy, get_search("greedy"), batch_size=size, workers=workers)
+            check_searched(greedy, "greedy evaluation")
             search, _ = evaluate(
                 self.task,
                 self.test,
@@ -334,6 +336,7 @@ class Improve:
                 workers=workers,
                 seed=self.cfg.seed,
             )
+        check_searched(search, "evaluation")
         row = {
             "iteration": k,
             "greedy_accuracy": greedy.accuracy,
@@ -375,6 +378,15 @@ class Improve:
         write_jsonl(self.dir / "metrics.jsonl", rows)
         plot(rows, self.dir, self.cfg.eval_budget)
         console.print(table(rows))
+
+
+def check_searched(result: EvalResult, what: str) -> None:
+    """Stop the run where every search of a stage ended on a backend error (a server down): the stage writes
+    nothing, so `--resume` runs it again. Searches that failed among others are said and count as unsolved."""
+    if result.all_failed:
+        raise QstarError(f"every {what} search failed, the first: {result.first_error} (then --resume the run)")
+    if result.failed:
+        console.print(f"  {result.failed:g} of {result.n} {what} searches failed, the first: {result.first_error}")
 
 
 def lock_run_folder(folder: Path):
