@@ -62,12 +62,17 @@ class Registry(Generic[T]):
             return
         self.discovered = True
         for ep in entry_points(group=self.group):
-            if ep.name not in self.entries:
-                try:
-                    factory = ep.load()
-                except Exception as e:  # a broken plug-in package must not hide the others
-                    raise QstarError(f"{self.kind} plug-in {ep.name!r} ({ep.value}) failed to load: {e}") from None
-                self.entries.setdefault(ep.name, Entry(factory, {}))
+            try:
+                factory = ep.load()
+            except Exception as e:  # a broken plug-in package must not hide the others
+                raise QstarError(f"{self.kind} plug-in {ep.name!r} ({ep.value}) failed to load: {e}") from None
+            taken = self.entries.get(ep.name)
+            if taken is not None and qualified(taken.factory) != qualified(factory):
+                raise QstarError(
+                    f"{self.kind} plug-in {ep.name!r} ({ep.value}) takes the name of {qualified(taken.factory)}: "
+                    "its package must name it otherwise"
+                )
+            self.entries.setdefault(ep.name, Entry(factory, {}))
 
     def names(self) -> list[str]:
         self.discover()

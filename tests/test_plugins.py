@@ -86,6 +86,13 @@ def test_an_installed_package_adds_plug_ins_through_entry_points(example, tmp_pa
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["n"] == 5
+    with (info / "entry_points.txt").open("a") as f:  # a package's name that a built-in has: refused, not shadowed
+        f.write("[qstar.searches]\nbeam = reach_plugin:Reach\n")
+    out = subprocess.run([sys.executable, "-m", "qstar", "list"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "qstar: error: search plug-in 'beam' (reach_plugin:Reach) takes the name of qstar.search.beam.Beam: its "
+        "package must name it otherwise"
+    ), out.stderr
 
 
 def test_a_registry_builds_presets_and_refuses_unknown_names_and_options():
