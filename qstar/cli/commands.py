@@ -173,7 +173,7 @@ def print_eval(result: dict, console: Console) -> None:
         f"{result['seconds']:.1f}",
     )
     console.print(table)
-    if result["first_error"] and result["failed"] < result["n"]:  # all failed: the error line says why
+    if result["first_error"] and not all_failed([result]):  # all failed: the error line says why
         console.print(
             f"[red]failed[/]: {result['failed']:g} problem(s), the first: {result['first_error']}", markup=True
         )
@@ -219,7 +219,7 @@ def print_compare(result: dict, console: Console) -> None:
 
     console.print(table(result["rows"]))
     first = next((r for r in result["rows"] if r["first_error"]), None)
-    if first and not all(r["failed"] >= r["n"] for r in result["rows"]):  # all failed: the error line says why
+    if first and not all_failed(result["rows"]):  # all failed: the error line says why
         console.print(f"[red]failed[/]: {first['search']} at {first['budget']}: {first['first_error']}", markup=True)
     console.print(f"wrote {result['out']}/compare.md, compare.json, compare.png")
 
@@ -355,9 +355,14 @@ def shortfall(command: str, result: dict) -> str | None:
     if command == "solve" and result["error"]:
         return f"the search failed: {result['error']}"
     rows = {"eval": [result], "compare": result.get("rows", [])}.get(command)
-    if rows and all(row["n"] and row["failed"] >= row["n"] for row in rows):
+    if rows and all_failed(rows):
         return f"every problem's search failed, the first: {rows[0]['first_error']}"
     return None
+
+
+def all_failed(rows: list[dict]) -> bool:
+    """Every problem's search ended on a backend error, in every row (`EvalResult.all_failed` of each)."""
+    return all(row["n"] and row["failed"] >= row["n"] for row in rows)
 
 
 COMMANDS = {
