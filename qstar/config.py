@@ -67,14 +67,18 @@ def option_kinds(factory: Any) -> dict[str, tuple[type, ...]]:
     return kinds
 
 
-def wrong_kind(factory: Any, values: Mapping[str, Any]) -> tuple[str, str, Any] | None:
-    """The first value whose kind its option does not accept (a flag is not a number): (key, wanted, value)."""
+def wrong_kind(factory: Any, values: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """The first value whose kind its option does not accept (a flag is not a number): (key, wanted, the value as
+    JSON writes it, which is how the user gave it: `true`, not Python's `True`)."""
     checked = option_kinds(factory)
     for key, value in values.items():
         kinds = checked.get(key)
         if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
             wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds if k is not os.PathLike)
-            return key, wanted, value
+            try:
+                return key, wanted, json.dumps(value)
+            except TypeError:  # a value given from Python that JSON cannot write
+                return key, wanted, repr(value)
     return None
 
 
@@ -89,7 +93,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
     wrong = wrong_kind(cls, values)
     if wrong:
         key, wanted, value = wrong
-        raise QstarError(f"setting {where + key!r} must be {wanted}, not {value!r}")
+        raise QstarError(f"setting {where + key!r} must be {wanted}, not {value}")
     defaults = {f.name: f for f in dataclasses.fields(cls)}
     for name, sub in nested(cls).items():
         if isinstance(values.get(name), Mapping):  # laid over this config's own default of that field

@@ -115,12 +115,14 @@ class Registry(Generic[T]):
         wrong = wrong_kind(entry.factory, options)
         if wrong:
             key, wanted, value = wrong
-            raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value!r}")
+            raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value}")
         given = {k: v for k, v in (context or {}).items() if k in accepted}
         with blame(f"{self.kind} {name!r}"):  # what else the plug-in raises
             try:
                 built = entry.factory(**{**entry.defaults, **options, **given})
             except TypeError as e:  # a required option left out, or a value of the wrong kind
+                raise QstarError(f"{self.kind} {name!r}: {e}") from None
+            except QstarError as e:  # its own check of an option: name the plug-in it is an option of
                 raise QstarError(f"{self.kind} {name!r}: {e}") from None
         missing = [member for member in self.members if not hasattr(built, member)]
         if missing:

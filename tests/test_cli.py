@@ -138,13 +138,13 @@ def test_improve_help_explains_every_option(qstar):
         (["eval", "--task", "game24", "--search", "telepathy"], "unknown search 'telepathy'"),
         (["eval", "--search", "mcts", "--search-args", '{"sims": 3}'], "search 'mcts' has no option 'sims'"),
         (["eval", "--search", "astar", "--search-args", '{"aggregation": "max"}'], "aggregation must be one of"),
-        (["eval", "--search", "mcts", "--search-args", '{"k": "4"}'], "option 'k' must be int, not '4'"),
+        (["eval", "--search", "mcts", "--search-args", '{"k": "4"}'], "option 'k' must be int, not \"4\""),
         (
             ["eval", "--search", "mcts", "--search-args", '{"simulations": -3}'],
-            "simulations must be at least 1, not -3",
+            "search 'mcts': simulations must be at least 1, not -3",
         ),
         (["eval", "--search", "sample", "--search-args", '{"temperature": -1}'], "temperature must be 0 or more"),
-        (["eval", "--scorer", "rollouts", "--scorer-args", '{"k": true}'], "option 'k' must be int, not True"),
+        (["eval", "--scorer", "rollouts", "--scorer-args", '{"k": true}'], "option 'k' must be int, not true"),
         (["view", "/no/such/trees.jsonl.gz"], "no such file or folder"),
         (["serve", "--search", "beam", "--search-args", '{"width": 0.5}'], "option 'width' must be int"),
         (["eval", "--task", "game24", "--split", "dev"], "splits train and test"),
@@ -171,7 +171,7 @@ def test_improve_help_explains_every_option(qstar):
         (["solve", "--task", "game24", "1 2 3 4", "--policy-args", '{"device": "gpu"}'], "device must be auto, cpu"),
         (["solve", "--task", "game24", "1 2 3 4", "--scorer", "value", "--scorer-args", '{"device": "tpu"}'], "'tpu'"),
         (["eval", "--task", "gsm8k", "--scorer", "tests"], "no PRM checkpoint at tests (expected a folder with"),
-        (["eval", "--policy-args", '{"seed": "x"}'], "policy 'tiny': option 'seed' must be int, not 'x'"),
+        (["eval", "--policy-args", '{"seed": "x"}'], "policy 'tiny': option 'seed' must be int, not \"x\""),
         (["eval", "--task", "gsm8k", "--task-args", '{"shots": "3"}'], "task 'gsm8k': option 'shots' must be int"),
         (["eval", "--task", "gsm8k", "--task-args", '{"shot": 3}'], "no option 'shot' (its options: problems_file,"),
         (["improve", "--run-dir", "r", "--policy", "coin"], "policy 'coin' has no weights to train"),
@@ -213,19 +213,26 @@ def test_a_config_file_with_a_mistyped_key_fails_before_any_work(qstar, tmp_path
     assert out.returncode == 2 and "unknown setting 'sft.learning_rate'" in out.stderr
     assert not (tmp_path / "run").exists()
     for text, says in [
-        ('iterations = "two"\n', "setting 'iterations' must be int, not 'two'"),
-        ('[sft]\nepochs = "x"\n', "setting 'sft.epochs' must be float or int, not 'x'"),
+        ('iterations = "two"\n', "setting 'iterations' must be int, not \"two\""),
+        ('[sft]\nepochs = "x"\n', "setting 'sft.epochs' must be float or int, not \"x\""),
     ]:
         config.write_text(text)
         out = qstar("improve", "--run-dir", str(tmp_path / "run"), "--config", str(config))
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
 
 
-def test_malformed_problems_file_names_the_line(qstar, tmp_path):
+@pytest.mark.parametrize(
+    "task, rows",
+    [
+        ("countdown", '{"numbers": [1, 2, 3, 4], "target": 10}\n{"numbers": [1, 2, "three"], "target": 6}\n'),
+        ("gsm8k", '{"question": "What is 2 + 3?", "answer": "5"}\n{"question": "And 2 + 4?"}\n'),
+    ],
+)
+def test_malformed_problems_file_names_the_line(qstar, tmp_path, task, rows):
     f = tmp_path / "p.jsonl"
-    f.write_text('{"numbers": [1, 2, 3, 4], "target": 10}\n{"numbers": [1, 2, "three"], "target": 6}\n')
-    out = qstar("eval", "--task", "countdown", "--problems", str(f))
-    assert out.returncode == 2 and f"{f}:2:" in out.stderr and "Traceback" not in out.stderr
+    f.write_text(rows.replace("\n", "\n\n", 1))  # a blank line between: the line is the file's, not the row's
+    out = qstar("eval", "--task", task, "--problems", str(f))
+    assert out.returncode == 2 and f"{f}:3:" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_improve_refuses_what_it_cannot_do_before_any_search(qstar, tmp_path):

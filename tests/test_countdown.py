@@ -173,6 +173,19 @@ def test_problems_file(tmp_path):
     bad.write_text("not json\n")
     with pytest.raises(QstarError, match=r"bad.jsonl:1:"):
         get_task("countdown", problems_file=str(bad)).problems("test")
+    with pytest.raises(QstarError, match=r"p.jsonl:1: .*the Game of 24's target is 24, not 10"):
+        get_task("game24", problems_file=str(good)).problems("test")  # what its command line refuses, too
+    good.write_text('{"numbers": [4, 9, 10, 13], "target": 24}\n\n{"numbers": [4, 9], "target": 24}\n')
+    with pytest.raises(QstarError, match=r"p.jsonl:3: .*the Game of 24 takes four numbers, got 2"):
+        get_task("game24", problems_file=str(good)).problems("test")
+
+
+def test_game24_refuses_the_options_of_countdowns_generated_problems():
+    """Game of 24 plays its fixed puzzles: a generator option would be taken and ignored."""
+    for option in ({"low": 50}, {"sizes": {"test": 3}}, {"seed": 1}):
+        with pytest.raises(QstarError, match=f"task 'game24': {next(iter(option))} sets countdown's generated"):
+            get_task("game24", **option)
+    assert get_task("countdown", low=50).low == 50
 
 
 @pytest.mark.parametrize(
@@ -201,6 +214,8 @@ def test_free_text_reads_the_numbers_and_the_target(text, numbers, target):
         ("4 9 1e3 13 -> 24", "'1e3' is not a whole number"),
         ("4x 9 10 13 -> 24", "'4x' is not a number"),
         ("4 nine 10 13 -> 24", "'nine' between the numbers"),  # not the game 4 10 13
+        ("4 9 x -> 24", "'x' after the numbers"),  # not the game 4 9
+        ("4 9 10 13 foo -> 24", "'foo' after the numbers"),
         ("make 24 from 4 9 10 13", "no numbers before the target"),
         ("4 9 10 13", "no target in"),
         ("4 9 10 13 -> 24 -> 25", "more than one target"),  # not the first one

@@ -139,6 +139,8 @@ def test_every_option_says_what_it_does():
     silent = [f"{name}.{key}" for entries in listed.values() for name, options in entries.items()
               for key, option in options.items() if not option["help"]]  # fmt: skip
     assert listed["policies"]["tiny"] and not silent, silent
+    hf, tiny = listed["policies"]["hf"]["path"], listed["policies"]["tiny"]["path"]
+    assert (hf["required"], hf["default"], tiny["required"], tiny["default"]) == (True, None, False, "tiny")
 
 
 def test_import_qstar_stays_light():

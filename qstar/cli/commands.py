@@ -332,7 +332,11 @@ def cmd_list(args: argparse.Namespace) -> dict:
         for name in registry.names():
             helps = registry.help(name)
             out[kind][name] = {
-                key: {"default": "(required)" if value is dataclasses.MISSING else value, "help": helps.get(key, "")}
+                key: {
+                    "default": None if value is dataclasses.MISSING else value,
+                    "required": value is dataclasses.MISSING,
+                    "help": helps.get(key, ""),
+                }
                 for key, value in registry.options(name).items()
                 if key not in ("task", "policy")  # given by the command, not options
             }
@@ -345,7 +349,7 @@ def print_list(result: dict, console: Console) -> None:
         for name, options in entries.items():
             console.print(f"  {name}", markup=False)
             for key, o in options.items():
-                shown = f"{key} (required)" if o["default"] == "(required)" else f"{key}={o['default']!r}"
+                shown = f"{key} (required)" if o["required"] else f"{key}={o['default']!r}"
                 console.print(f"    {shown}  {o['help']}".rstrip(), markup=False, soft_wrap=True)
 
 

@@ -117,7 +117,7 @@ def add_model_args(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> N
         "--batch-size",
         type=positive_int,
         default=64,
-        help="problems kept in flight, their model calls batched (default: 64)",
+        help="problems kept in flight, their model calls batched (default: %(default)s)",
     )
     add_plugin_arg(p)
 
@@ -176,7 +176,7 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
         help='JSONL problems file in the task\'s format: countdown {"numbers": [...], "target": N}; gsm8k '
         '{"question", "answer"}; math {"problem", "answer"} (required for math)',
     )
-    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems (default: all)")
 
 
 def add_config_args(p: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: Any = None) -> None:

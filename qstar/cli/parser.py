@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "improve",
         help="the self-improvement loop: search, train policy and value, evaluate, repeat",
         description="The self-improvement loop. Settings come from the defaults, then --config FILE, then the flags "
-        "given; trainer settings are --sft-*, --dpo-* and --value-* (the SFT, step-DPO and value trainers).",
+        "given; trainer settings are --sft-*, --dpo-*, --value-* and --policy-value-* (the SFT, step-DPO, value and "
+        "shared-trunk trainers).",
     )
     imp.add_argument("--run-dir", required=True, help="folder for every artifact of the run (trees, records, models)")
     imp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
@@ -121,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         k.add_argument("--model", required=True, help="the starting model: a folder, a .gguf file or an adapter folder")
         k.add_argument("--records", required=True, help="the records file (JSON lines)")
         k.add_argument("--output-dir", required=True, help="where the trained checkpoint is written")
-        k.add_argument("--separator", default="\n", help="what ends a step (value: where each step is read)")
+        k.add_argument(
+            "--separator", default="\n", help="what ends a step (value: where each step is read; default: a newline)"
+        )
         k.add_argument("--config", default=None, help="a TOML or JSON file of the trainer's settings (flags win)")
         add_config_args(k, cls)
         if kind != "value":

@@ -59,11 +59,11 @@ def table(rows: list[dict]) -> Table:
         t.add_row(
             r["search"],
             str(r["budget"]),
-            f"{r['accuracy']:.1%} ± {r['accuracy_std']:.1%}",
+            f"{r['accuracy']:.1%}" + (f" ± {r['accuracy_std']:.1%}" if r["seeds"] > 1 else ""),  # one seed: no spread
             f"{r['tokens_per_problem']:.0f}",
             f"{r['calls_per_problem']:.1f}",
             *(f"{r['failed']:g}" for _ in failed),
-            f"{r['seconds']:.0f}",
+            f"{r['seconds']:.1f}",
         )
     return t
 

@@ -80,7 +80,10 @@ class TinyPolicy:
     def prepare(self, prefix: str) -> tuple[list[int], str]:
         """A prefix's token ids after BOS, and why it cannot be continued ("" when it can)."""
         ids = [self.tokenizer.bos_token_id, *self.tokenizer(prefix, add_special_tokens=False)["input_ids"]]
-        too_long = f"prompt of {len(ids)} tokens does not fit the model's context of {self.context}"
+        too_long = (
+            f"prompt of {len(ids)} tokens does not fit the model's context of {self.context} (the tiny model reads "
+            "short prompts such as countdown's: give a longer task a model with a longer context)"
+        )
         return ids, too_long if len(ids) >= self.context else ""
 
     def prompt_tokens(self, prefix: str) -> int:

@@ -18,7 +18,7 @@ class DFS:
     an accepted solution."""
 
     k: int = option(5, "proposals under each expanded node")
-    root_k: int | None = option(None, "proposals for the first step (default: k); a wide root pays where it decides")
+    root_k: int | None = option(None, "proposals for the first step (None: k); a wide root pays where it decides")
     threshold: float = option(0.3, "children valued below this are pruned")
     accept: float = option(1.0, "a terminal step valued at least this ends the search (above 1: explore on)")
     temperature: float = option(1.0, "sampling temperature of the proposals")

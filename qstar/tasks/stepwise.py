@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from qstar.config import option
 from qstar.errors import QstarError
-from qstar.io import read_jsonl
+from qstar.io import numbered_jsonl
 from qstar.tasks.base import BaseTask, StepCheck
 from qstar.types import Prefix, Problem
 
@@ -71,7 +71,12 @@ class StepByStep(BaseTask):
     def problems(self, split: str, limit: int | None = None) -> list[Problem]:
         if self.problems_file:
             path = Path(self.problems_file)
-            problems = [self.from_row(row, f"{path.stem}-{i}") for i, row in enumerate(read_jsonl(path))]
+            problems = []
+            for i, (lineno, row) in enumerate(numbered_jsonl(path)):
+                try:
+                    problems.append(self.from_row(row, f"{path.stem}-{i}"))
+                except QstarError as e:  # the line, as a problems file's other errors name it
+                    raise QstarError(f"{path}:{lineno}: {e}") from None
         else:
             problems = self.load(split)
         return problems[:limit] if limit is not None else problems

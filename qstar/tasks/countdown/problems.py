@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import random
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -67,18 +68,22 @@ def whole_numbers(text: str) -> list[str]:
 
 def parse_text(text: str, default_target: int | None) -> tuple[list[int], int]:
     """Numbers and target from free text: `4 9 10 13 -> 24`, `use 4 9 10 13 to make 24`, `4 9 10 13` (Game of
-    24: the target is 24). Between the numbers only commas, brackets and `and` may stand: a word there (`nine`)
-    is an error, not a number left out."""
+    24: the target is 24). Between the numbers only commas, brackets and `and` may stand, after them only `to`
+    before the target: a word there (`nine`, `x`) is an error, not a number left out."""
     mark = TARGET_MARK.search(text)
     before, after = (text[: mark.start()], text[mark.end() :]) if mark else (text, "")
     found = whole_numbers(before)
     if found:
         spans = [m.span() for m in NUMBER.finditer(before)]
         inner = before[spans[0][0] : spans[-1][1]]  # the text from the first number to the last
-        stray = re.sub(r"\band\b", " ", NUMBER.sub(" ", inner))
-        if stray.strip(" \t\n,;&[]()"):
-            word = stray.replace(",", " ").split()[0]
-            raise QstarError(f"{word!r} between the numbers of {text.strip()!r}: write them as digits, e.g. 4 9 10 13")
+        tail = before[spans[-1][1] :]  # from the last number to the target (`to` make 24), or to the end
+        for where, stray, hint in (
+            ("between", re.sub(r"\band\b", " ", NUMBER.sub(" ", inner)), "write them as digits, e.g. 4 9 10 13"),
+            ("after", re.sub(r"\bto\b", " ", tail) if mark else tail, "write the problem as '4 9 10 13 -> 24'"),
+        ):
+            if stray.strip(" \t\n,;.:!?&[]()"):
+                word = stray.replace(",", " ").split()[0]
+                raise QstarError(f"{word!r} {where} the numbers of {text.strip()!r}: {hint}")
     if not found:
         where = "before the target " if mark else ""
         raise QstarError(f"no numbers {where}in {text.strip()!r}; write them as '4 9 10 13 -> 24'")
@@ -94,13 +99,16 @@ def parse_text(text: str, default_target: int | None) -> tuple[list[int], int]:
     return numbers, parse_target(target[0])
 
 
-def load_file(path: Path) -> list[Problem]:
-    """Problems from a JSONL file of `{"numbers": [...], "target": N}` rows; errors name the line."""
+def load_file(path: Path, game: Callable[[list[int], int], tuple[list[int], int]] | None = None) -> list[Problem]:
+    """Problems from a JSONL file of `{"numbers": [...], "target": N}` rows, each checked by `game` when given (the
+    Game of 24: four numbers, target 24); errors name the line."""
     problems = []
     for lineno, row in numbered_jsonl(path):
         try:
             numbers = parse_numbers(row["numbers"])
             target = parse_target(row["target"])
+            if game is not None:
+                numbers, target = game(numbers, target)
         except (KeyError, TypeError, ValueError, QstarError) as e:
             detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
             raise QstarError(

@@ -11,10 +11,13 @@ from typing import Any, ClassVar
 
 from qstar.config import option
 from qstar.errors import QstarError
+from qstar.registry import option_defaults
 from qstar.tasks.base import StepCheck, register_task
 from qstar.tasks.countdown import problems as source
 from qstar.tasks.countdown.rules import check, expression, legal_moves, move_step
 from qstar.types import Prefix, Problem
+
+GENERATOR = ("low", "high", "targets", "held_out_targets", "seed", "sizes")  # options of the generated problems
 
 
 @register_task("game24", preset="game24")
@@ -42,6 +45,11 @@ class Countdown:
     def __post_init__(self) -> None:
         if self.preset not in ("game24", "countdown"):
             raise QstarError(f"countdown presets are game24 and countdown, not {self.preset!r}")
+        if self.preset == "game24":  # its puzzles are fixed: a generator option would be ignored
+            defaults = option_defaults(Countdown)
+            changed = [name for name in GENERATOR if getattr(self, name) != defaults[name]]
+            if changed:
+                raise QstarError(f"{changed[0]} sets countdown's generated problems; game24 plays its fixed puzzles")
 
     @property
     def name(self) -> str:
@@ -56,7 +64,7 @@ class Countdown:
 
     def problems(self, split: str, limit: int | None = None) -> list[Problem]:
         if self.problems_file:
-            problems = source.load_file(Path(self.problems_file))
+            problems = source.load_file(Path(self.problems_file), self.game)
         elif self.preset == "game24":
             problems = source.game24(split)
         else:
