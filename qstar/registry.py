@@ -47,10 +47,9 @@ class Registry(Generic[T]):
         """Decorator: register the decorated class or function under `name` (a preset when `defaults` are given)."""
 
         def wrap(factory: Callable[..., T]) -> Callable[..., T]:
-            taken = self.entries.get(name)
-            if taken is not None and qualified(taken.factory) != qualified(factory):  # not the same one re-imported
-                by = qualified(taken.factory)
-                raise QstarError(f"{self.kind} {name!r} is registered already (by {by}): give yours another name")
+            holder = self.holder(name, factory)
+            if holder:
+                raise QstarError(f"{self.kind} {name!r} is registered already (by {holder}): give yours another name")
             self.entries[name] = Entry(factory, defaults)
             return factory
 
@@ -66,13 +65,20 @@ class Registry(Generic[T]):
                 factory = ep.load()
             except Exception as e:  # a broken plug-in package must not hide the others
                 raise QstarError(f"{self.kind} plug-in {ep.name!r} ({ep.value}) failed to load: {e}") from None
-            taken = self.entries.get(ep.name)
-            if taken is not None and qualified(taken.factory) != qualified(factory):
+            holder = self.holder(ep.name, factory)
+            if holder:
                 raise QstarError(
-                    f"{self.kind} plug-in {ep.name!r} ({ep.value}) takes the name of {qualified(taken.factory)}: "
+                    f"{self.kind} plug-in {ep.name!r} ({ep.value}) takes the name of {holder}: "
                     "its package must name it otherwise"
                 )
             self.entries.setdefault(ep.name, Entry(factory, {}))
+
+    def holder(self, name: str, factory: Callable[..., Any]) -> str | None:
+        """Who holds `name` already, other than `factory` (the same one imported again holds nothing against it)."""
+        taken = self.entries.get(name)
+        if taken is None or qualified(taken.factory) == qualified(factory):
+            return None
+        return qualified(taken.factory)
 
     def names(self) -> list[str]:
         self.discover()
@@ -120,9 +126,7 @@ class Registry(Generic[T]):
         with blame(f"{self.kind} {name!r}"):  # what else the plug-in raises
             try:
                 built = entry.factory(**{**entry.defaults, **options, **given})
-            except TypeError as e:  # a required option left out, or a value of the wrong kind
-                raise QstarError(f"{self.kind} {name!r}: {e}") from None
-            except QstarError as e:  # its own check of an option: name the plug-in it is an option of
+            except (TypeError, QstarError) as e:  # a required option left out, a wrong kind, or its own check
                 raise QstarError(f"{self.kind} {name!r}: {e}") from None
         missing = [member for member in self.members if not hasattr(built, member)]
         if missing:
