@@ -159,6 +159,7 @@ class Tree:
     calls: int = 0  # model calls (one per prefix sent to the policy or scorer)
     answer: Node | None = field(default=None, repr=False)  # the node the search picked as its answer
     error: str | None = None  # why the search stopped early (a backend that kept failing); None when it ran
+    out_of_budget: bool = False  # the budget refused a request the search wanted to make
 
     def nodes(self) -> Iterator[Node]:
         return self.root.walk()
@@ -170,6 +171,11 @@ class Tree:
     @property
     def solved(self) -> bool:
         return self.answer is not None and self.answer.reward == 1.0
+
+    @property
+    def unfinished(self) -> bool:
+        """The budget ran out before the search had a complete answer (its answer, if any, is a partial path)."""
+        return self.out_of_budget and (self.answer is None or not self.answer.terminal)
 
     def best_path(self) -> list[Step]:
         """The chosen answer's steps, or the longest path when the search chose none."""
@@ -185,6 +191,7 @@ class Tree:
             "calls": self.calls,
             "answer": nodes.index(self.answer) if self.answer is not None else None,
             "error": self.error,
+            "out_of_budget": self.out_of_budget,
         }
 
     @classmethod
@@ -195,6 +202,7 @@ class Tree:
             tokens=d["tokens"],
             calls=d["calls"],
             error=d.get("error"),
+            out_of_budget=d.get("out_of_budget", False),
         )
         if d.get("answer") is not None:
             tree.answer = list(tree.nodes())[d["answer"]]

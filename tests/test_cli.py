@@ -20,7 +20,7 @@ def test_solve_json_contract(qstar, evaluate_expression):
     out = qstar("solve", "--task", "countdown", "--numbers", "4", "9", "10", "13", "--target", "24", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"solved", "answer", "steps", "illegal", "tokens", "calls", "error"}
+    assert set(result) == {"solved", "answer", "steps", "illegal", "tokens", "calls", "error", "unfinished", "budget"}
     assert isinstance(result["solved"], bool) and isinstance(result["steps"], list) and result["error"] is None
     assert result["tokens"] >= sum(len(s) for s in result["steps"]) and 1 <= result["calls"] <= len(result["steps"])
     if result["solved"]:
@@ -57,6 +57,9 @@ def test_eval_takes_search_hyper_parameters(capsys):
     narrow = run(capsys, *args, "--search-args", '{"width": 1, "k": 2}')
     wide = run(capsys, *args, "--search-args", '{"width": 3, "k": 4}')
     assert narrow["tokens_per_problem"] < wide["tokens_per_problem"]  # the options reached the search
+    assert narrow["unfinished"] == wide["unfinished"] == 0
+    short = run(capsys, *args[:-1], "500")  # pays for the first step's proposals and their values only
+    assert short["unfinished"] == 4 and short["solved"] == 0
 
 
 def test_eval_table_on_a_problems_file(qstar, tmp_path):
@@ -266,7 +269,7 @@ def test_a_device_is_auto_or_one_this_machine_has():
 def test_what_a_run_could_not_do_is_said_not_only_counted(qstar):
     """Problems whose search failed are counted with the first one's reason, and a run in which every search failed
     exits 1 saying why; a budget below one request's worst case, which lets no search start, is a warning rather
-    than a silent 0%."""
+    than a silent 0%, and one that runs out before an answer is complete is said, not only a "not solved"."""
     out = qstar("eval", "--task", "gsm8k", "--limit", "2", "--json")
     result = json.loads(out.stdout)
     assert out.returncode == 1 and result["failed"] == 2
@@ -277,3 +280,6 @@ def test_what_a_run_could_not_do_is_said_not_only_counted(qstar):
     assert "does not fit the model's context" in out.stderr and "not solved" in out.stdout
     out = qstar("solve", "4 9 10 13 -> 24", "--budget", "5")
     assert out.returncode == 0 and "the budget of 5 tokens affords no model call" in out.stderr
+    out = qstar("solve", "--task", "game24", "4 9 10 13", "--search", "beam", "--budget", "500")
+    assert out.returncode == 0 and "not solved" in out.stdout, out.stderr
+    assert "unfinished: the budget of 500 tokens ran out before the search had a complete answer" in out.stdout

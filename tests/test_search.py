@@ -89,6 +89,33 @@ def test_budgets_are_never_exceeded(name, budget):
         assert tree.tokens >= sum(n.step.tokens for n in tree.nodes() if n.step)  # repeated steps merge
 
 
+@pytest.mark.parametrize("name", sorted(SEARCHES))
+def test_a_search_the_budget_cut_short_says_so(name):
+    """A budget that pays for one step of each path at most leaves a three-step problem's answer partial, and the
+    tree says the budget ran out; with room to spare, or no budget, the tree does not say so."""
+    problem = make_problem("p", [4, 9, 10, 13], 24)  # three steps to an answer
+    policy, scorer = ScriptedPolicy(seed=2), VerifierScorer(TASK)  # prunes nothing legal
+    search = get_search(name)
+    cap = policy.max_step_tokens
+    (first,) = run_search(search, [problem], TASK, policy, scorer)  # the search's own limits only
+    assert not first.out_of_budget and not first.unfinished
+    width = getattr(search, "root_k", None) or getattr(search, "subtrees", None) or getattr(search, "k", 1)  # first
+    (short,) = run_search(search, [problem], TASK, policy, scorer, budget=cap * width + cap - 1)
+    assert short.calls > 0 and short.out_of_budget
+    assert short.unfinished == (short.answer is None or not short.answer.terminal)
+    assert short.unfinished or short.answer.terminal
+    if name in ("greedy", "beam", "dvts", "dfs", "astar"):  # a second round of proposals costs more than is left
+        assert short.unfinished
+
+
+def test_a_search_that_stops_by_its_own_count_was_not_cut_short():
+    """best-of-n with `n` trajectories and budget to spare ends by its count: nothing was refused."""
+    problem = make_problem("p", [4, 9, 10, 13], 24)
+    policy = ScriptedPolicy(seed=2)
+    (tree,) = run_search(get_search("best-of-n", n=3), [problem], TASK, policy, VerifierScorer(TASK), budget=50_000)
+    assert tree.calls > 0 and not tree.out_of_budget
+
+
 def test_mcts_visit_counts_add_up_to_its_simulations():
     search = get_search("mcts", simulations=40, stop_on_solution=False)
     (tree,) = run_search(search, [make_problem("p", [4, 9, 10, 13], 24)], TASK, ScriptedPolicy(), CheckerScorer(TASK))
@@ -216,6 +243,8 @@ def test_compare_end_to_end_with_the_real_policy(qstar, tmp_path):
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| beam | 900 |" in (tmp_path / "compare.md").read_text()
     assert "mcts" in out.stdout
+    beam = {r["budget"]: r["unfinished"] for r in rows if r["search"] == "beam"}
+    assert beam[300] > 0 and "short" in out.stdout  # the budget pays for a step or two; the table's `cut short`
     assert [r["search_args"] for r in rows if r["search"] == "mcts"] == [{"simulations": 2}] * 2
 
 

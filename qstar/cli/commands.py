@@ -96,6 +96,8 @@ def cmd_solve(args: argparse.Namespace) -> dict:
         "tokens": tree.tokens,
         "calls": tree.calls,
         "error": tree.error,
+        "unfinished": tree.unfinished,
+        "budget": args.budget,
     }
 
 
@@ -119,6 +121,13 @@ def print_solve(result: dict, console: Console) -> None:
         verdict = f"[green]solved[/]: {answer}" if result["solved"] else f"[red]not solved[/] (answer: {answer})"
     calls = result["calls"]
     console.print(f"{verdict}  ({result['tokens']} tokens, {calls} model call{'' if calls == 1 else 's'})")
+    if result["unfinished"] and result["calls"]:  # no call at all: the warning before says why
+        console.print(
+            f"[yellow]unfinished[/]: the budget of {result['budget']} tokens ran out before the search had a complete "
+            "answer; raise --budget",
+            markup=True,
+            soft_wrap=True,
+        )
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
@@ -159,7 +168,9 @@ def print_eval(result: dict, console: Console) -> None:
     title = f"qstar eval — {result['problems']}, search {result['search']} (tokens and calls per problem)"
     table = Table(title=title)
     failed = ("failed",) if result["failed"] else ()  # problems whose backend kept failing
-    for col in ("problems", "solved", "accuracy", "tokens", "calls", "legal steps", *failed, "seconds"):
+    unfinished = ("cut short",) if result["unfinished"] else ()  # problems whose budget ran out before an answer
+    columns = ("problems", "solved", "accuracy", "tokens", "calls", "legal steps", *unfinished, *failed, "seconds")
+    for col in columns:
         table.add_column(col, justify="right")
     spread = f" ± {result['accuracy_std']:.1%}" if result["seeds"] > 1 else ""
     table.add_row(
@@ -169,6 +180,7 @@ def print_eval(result: dict, console: Console) -> None:
         f"{result['tokens_per_problem']:.0f}",
         f"{result['calls_per_problem']:.1f}",
         f"{result['legal_step_rate']:.1%}",
+        *(f"{result['unfinished']:g}" for _ in unfinished),
         *(f"{result['failed']:g}" for _ in failed),
         f"{result['seconds']:.1f}",
     )

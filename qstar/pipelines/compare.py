@@ -53,7 +53,8 @@ def compare(
 def table(rows: list[dict]) -> Table:
     t = Table(title="accuracy (mean ± std over seeds) at a budget of generated tokens per problem")
     failed = ("failed",) if any(r["failed"] for r in rows) else ()  # problems per seed whose backend kept failing
-    for col in ("search", "budget", "accuracy", "tokens/problem", "calls/problem", *failed, "seconds"):
+    unfinished = ("cut short",) if any(r["unfinished"] for r in rows) else ()  # the budget ran out before an answer
+    for col in ("search", "budget", "accuracy", "tokens/problem", "calls/problem", *unfinished, *failed, "seconds"):
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(
@@ -62,6 +63,7 @@ def table(rows: list[dict]) -> Table:
             f"{r['accuracy']:.1%}" + (f" ± {r['accuracy_std']:.1%}" if r["seeds"] > 1 else ""),  # one seed: no spread
             f"{r['tokens_per_problem']:.0f}",
             f"{r['calls_per_problem']:.1f}",
+            *(f"{r['unfinished']:g}" for _ in unfinished),
             *(f"{r['failed']:g}" for _ in failed),
             f"{r['seconds']:.1f}",
         )

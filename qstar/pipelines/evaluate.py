@@ -37,6 +37,7 @@ class EvalResult:
     seeds: int = 1
     failed: float = 0.0  # problems per seed whose search ended on a backend error (counted as unsolved)
     first_error: str | None = None  # why the first of them failed
+    unfinished: float = 0.0  # problems per seed whose budget ran out before the search had a complete answer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +67,7 @@ def summarize(runs: list[list[Tree]], seconds: float) -> EvalResult:
         seeds=len(runs),
         failed=sum(t.error is not None for t in trees) / max(len(runs), 1),
         first_error=next((t.error for t in trees if t.error is not None), None),
+        unfinished=sum(t.unfinished for t in trees) / max(len(runs), 1),
     )
 
 

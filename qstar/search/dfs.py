@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from qstar.config import check_ranges, option
 from qstar.search.base import Context, SearchRun, register_search
-from qstar.search.steps import best, grow
+from qstar.search.steps import affordable_steps, best, grow
 from qstar.types import Node, Problem, Tree
 
 
@@ -44,11 +44,9 @@ class DFS:
             node = stack.pop()
             k = self.k
             if node is tree.root:  # the first steps (and, widening, more of them): as many as the budget affords
-                k = self.root_k if self.root_k is not None else self.k
-                if ctx.budget is not None:
-                    k = min(k, (ctx.budget - tree.tokens) // ctx.step_tokens)
-                    if k < 1:
-                        break
+                k = affordable_steps(tree, ctx, self.root_k if self.root_k is not None else self.k)
+                if k < 1:
+                    break
             children = yield from grow(tree, ctx, [node], k, self.temperature, self.distinct)
             if children is None:
                 break

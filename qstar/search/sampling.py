@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from qstar.config import check_ranges, option
 from qstar.search.base import Commit, Context, SearchRun, register_search
-from qstar.search.steps import affordable, affordable_prefix, best, expand, score_nodes
+from qstar.search.steps import affordable, affordable_prefix, affordable_steps, best, expand, score_nodes
 from qstar.types import Node, Problem, Tree
 
 
@@ -25,7 +25,7 @@ def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float
         size = wave if count is None else min(wave, count - len(leaves))
         alive = [tree.root] * size
         for _ in range(max_steps):
-            room = size if ctx.budget is None else max(0, (ctx.budget - tree.tokens) // ctx.step_tokens)
+            room = affordable_steps(tree, ctx, len(alive))
             if room < len(alive):  # the budget cannot pay for every trajectory's next step
                 leaves += alive[room:]
                 alive = alive[:room]
@@ -37,7 +37,9 @@ def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float
             leaves += [n for n in nodes if n.terminal]
             alive = [n for n in nodes if not n.terminal]
         leaves += alive
-        if not affordable(tree, ctx, ctx.step_tokens) or (count is None and ctx.budget is None):
+        if count is None and ctx.budget is None:
+            break
+        if (count is None or len(leaves) < count) and not affordable(tree, ctx, ctx.step_tokens):
             break
     return [leaf for leaf in leaves if leaf is not tree.root]
 

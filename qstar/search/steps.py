@@ -15,7 +15,17 @@ from qstar.types import Node, Problem, Scores, Step, Tree
 
 
 def affordable(tree: Tree, ctx: Context, tokens: int) -> bool:
-    return ctx.budget is None or tree.tokens + tokens <= ctx.budget
+    """Whether the budget can pay for `tokens` more; a refusal is recorded on the tree (`out_of_budget`)."""
+    ok = ctx.budget is None or tree.tokens + tokens <= ctx.budget
+    tree.out_of_budget |= not ok
+    return ok
+
+
+def affordable_steps(tree: Tree, ctx: Context, wanted: int) -> int:
+    """How many of `wanted` proposed steps the budget can pay for; fewer is recorded on the tree."""
+    can = wanted if ctx.budget is None else min(wanted, max(0, (ctx.budget - tree.tokens) // ctx.step_tokens))
+    tree.out_of_budget |= can < wanted
+    return can
 
 
 def extend(task: Task, problem: Problem, node: Node, step: Step) -> Node:
@@ -83,10 +93,11 @@ def affordable_prefix(tree: Tree, ctx: Context, nodes: list[Node]) -> list[Node]
     ranked = sorted(nodes, key=lambda n: -n.step.logprob)
     if ctx.budget is None:
         return ranked
-    room, chosen = ctx.budget - tree.tokens, []
+    left, chosen = ctx.budget - tree.tokens, []
     for node in ranked:
-        room -= ctx.score_tokens(tree.problem, node.texts())
-        if room < 0:
+        left -= ctx.score_tokens(tree.problem, node.texts())
+        if left < 0:
+            tree.out_of_budget = True
             break
         chosen.append(node)
     return chosen
