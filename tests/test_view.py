@@ -302,8 +302,10 @@ def big_tree(n: int = 5000) -> Tree:
 def test_a_tree_of_5000_nodes_opens_in_under_2_seconds(browser, tmp_path):
     out = tmp_path / "big.html"
     failed = Tree(Problem("failed", "a search whose backend failed"), error="the backend kept failing")
-    save_trees(tmp_path / "big.jsonl.gz", [big_tree(), failed])
-    assert view(tmp_path / "big.jsonl.gz", output=out)["nodes"] == 5001
+    cut = Tree(Problem("cut", "a search the budget cut short"), tokens=40, calls=1, out_of_budget=True)
+    cut.answer = cut.root.add_child(Step("1 + 1 = 2 (left: 2 5)", -0.1, tokens=9))
+    save_trees(tmp_path / "big.jsonl.gz", [big_tree(), failed, cut])
+    assert view(tmp_path / "big.jsonl.gz", output=out)["nodes"] == 5003
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -321,5 +323,7 @@ def test_a_tree_of_5000_nodes_opens_in_under_2_seconds(browser, tmp_path):
     page.click("#problems li:has-text('failed')")
     assert "error: the backend kept failing" in page.locator("#head").inner_text()
     assert page.locator("#tree .row").count() == 1
+    page.click("#problems li:has-text('cut')")
+    assert "cut short: the budget ran out before an answer was complete" in page.locator("#head").inner_text()
     page.close()
     assert errors == []

@@ -130,6 +130,7 @@ def tree_data(tree: Tree, group: int, marks: dict[Node, dict[str, Any]]) -> dict
         "tokens": tree.tokens,
         "calls": tree.calls,
         "error": tree.error,
+        "unfinished": tree.unfinished,
         "answer": index.get(tree.answer) if tree.answer is not None else None,
         "group": group,
         "nodes": rows,
