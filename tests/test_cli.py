@@ -280,6 +280,10 @@ def test_what_a_run_could_not_do_is_said_not_only_counted(qstar):
     assert "does not fit the model's context" in out.stderr and "not solved" in out.stdout
     out = qstar("solve", "4 9 10 13 -> 24", "--budget", "5")
     assert out.returncode == 0 and "the budget of 5 tokens affords no model call" in out.stderr
+    out = qstar("eval", "--task", "game24", "--limit", "2", "--budget", "5")
+    assert out.returncode == 0 and "the budget of 5 tokens affords no model call" in out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.lstrip("│ ").startswith("2 "))
+    assert [c.strip() for c in row.strip("│ ").split("│")][5:7] == ["-", "2"]  # no step to be legal; 2 cut short
     out = qstar("solve", "--task", "game24", "4 9 10 13", "--search", "beam", "--budget", "500")
     assert out.returncode == 0 and "not solved" in out.stdout, out.stderr
     assert "unfinished: the budget of 500 tokens ran out before the search had a complete answer" in out.stdout

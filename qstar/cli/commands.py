@@ -179,7 +179,7 @@ def print_eval(result: dict, console: Console) -> None:
         f"{result['accuracy']:.1%}{spread}",
         f"{result['tokens_per_problem']:.0f}",
         f"{result['calls_per_problem']:.1f}",
-        f"{result['legal_step_rate']:.1%}",
+        f"{result['legal_step_rate']:.1%}" if result["calls_per_problem"] else "-",  # no step was generated
         *(f"{result['unfinished']:g}" for _ in unfinished),
         *(f"{result['failed']:g}" for _ in failed),
         f"{result['seconds']:.1f}",
