@@ -384,8 +384,10 @@ def test_improve_trains_the_value_model_at_the_tasks_separator(trees, tmp_path, 
     write_jsonl(folder / "value.jsonl", value_records(trees, TASK)[:8])
     run = ImproveConfig(launcher=sys.executable if launched else "", value=ValueConfig(epochs=1, batch_size=8))
     read_at = []
-    real = fit.train_value
-    monkeypatch.setattr(fit, "train_value", lambda *args: read_at.append(args[4]) or real(*args))
+    from qstar.train import by_kind
+
+    real = by_kind.train_value
+    monkeypatch.setattr(by_kind, "train_value", lambda *args: read_at.append(args[4]) or real(*args))
     fit.fit("value", fit.saved_base(Path(resolve("tiny-rules")), tmp_path), folder / "value", run, "cpu", " ;")
     if launched:
         read_at.append(json.loads((folder / "value" / "qstar_train.json").read_text())["separator"])

@@ -9,14 +9,11 @@ import json
 from pathlib import Path
 
 from qstar.io import atomic_write, read_jsonl, replace_folder
-from qstar.models import load_causal_lm, load_tokenizer, save_checkpoint, value_model_from, with_value_head
+from qstar.models import load_causal_lm, load_tokenizer, save_checkpoint, with_value_head
 from qstar.pipelines.improve_config import ImproveConfig
 from qstar.pipelines.launch import launch_training
-from qstar.train.common import trainable
-from qstar.train.dpo import train_dpo
+from qstar.train.by_kind import train_kind
 from qstar.train.policy_value import train_policy_value
-from qstar.train.sft import train_sft
-from qstar.train.value import train_value
 
 RECORDS = {"sft": "sft.jsonl", "dpo": "preferences.jsonl", "value": "value.jsonl"}
 
@@ -39,13 +36,7 @@ def fit(
         history = launch_training(run.launcher, kind, start, records, work, cfg, lora, separator)
     else:
         work = target.with_name(target.name + ".tmp")
-        if kind == "value":
-            model, tokenizer = value_model_from(start)
-            trained = train_value(model.to(device), tokenizer, rows, cfg, separator)
-        else:
-            model, peft = trainable(start, lora, device)
-            tokenizer = load_tokenizer(start)
-            trained = (train_sft if kind == "sft" else train_dpo)(model, tokenizer, rows, cfg, peft_config=peft)
+        trained, tokenizer = train_kind(kind, start, rows, cfg, lora, separator, device)
         history = trained.history
         save_checkpoint(trained.model, tokenizer, work)
     if rows:

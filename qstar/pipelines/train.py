@@ -11,12 +11,9 @@ import torch.distributed as dist
 
 from qstar.errors import QstarError
 from qstar.io import atomic_write, model_folder, read_jsonl
-from qstar.models import load_tokenizer, save_checkpoint, value_model_from
-from qstar.train.common import trainable
+from qstar.models import save_checkpoint
+from qstar.train.by_kind import train_kind
 from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig, ValueConfig
-from qstar.train.dpo import train_dpo
-from qstar.train.sft import train_sft
-from qstar.train.value import train_value
 
 CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "dpo": DPOConfig, "value": ValueConfig}
 COLUMNS = {
@@ -55,17 +52,9 @@ def train(
             f"{records}: {kind} records need the columns {', '.join(COLUMNS[kind])}"
             + (f" ({missing[0]} is missing)" if missing else " (the file is empty)")
         )
-    base = None
-    if kind == "value":
-        start, tokenizer = value_model_from(model)
-        trained = train_value(start, tokenizer, rows, cfg, separator)
-    else:
-        start, peft = trainable(model, lora)
-        tokenizer = load_tokenizer(model)
-        base = Path(out).resolve() / "base" if peft is not None and model.suffix == ".gguf" else None
-        if base is not None:  # adapters name their base by folder: the GGUF's weights are saved beside them
-            start.name_or_path = start.config._name_or_path = str(base)
-        trained = (train_sft if kind == "sft" else train_dpo)(start, tokenizer, rows, cfg, peft_config=peft)
+    # adapters name their base by folder: those on a GGUF start name its weights, saved beside them
+    base = Path(out).resolve() / "base" if kind != "value" and lora is not None and model.suffix == ".gguf" else None
+    trained, tokenizer = train_kind(kind, model, rows, cfg, lora, separator, base=base)
     summary = {
         "kind": kind,
         "model": str(model),
