@@ -254,12 +254,20 @@ def test_wrong_or_missing_key_is_401_and_health_needs_none(server):
         ("4 9 10 13 -> 24", {"max_tokens": 0}, 400, "`max_tokens` must be a positive integer"),
         ("4 9 10 13 -> 24", {"extra_body": {"budget": None, "max_tokens": "lots"}}, 400, "`max_tokens` must be"),
         ("4 9 10 13 -> 24", {"model": "gpt-4"}, 404, "does not exist"),
+        ("4 9 10 13 -> 24", {"max_tokens": 5}, 400, "a budget of 5 tokens affords no model call of search mcts"),
     ],
 )
 def test_refusals_are_openai_errors_that_say_why(client, text, kwargs, status, says):
     with pytest.raises(openai.APIStatusError) as caught:
         ask(client, text, **kwargs)
     assert caught.value.status_code == status and says in caught.value.body["message"]
+
+
+def test_a_budget_that_pays_for_no_model_call_is_refused_in_a_stream_too(client):
+    """Not an empty answer: the stream's event is the error a whole reply would be (the SDK raises it)."""
+    with pytest.raises(openai.APIError, match="a budget of 5 tokens affords no model call"):
+        for _ in ask(client, "4 9 10 13 -> 24", max_tokens=5, stream=True):
+            pass
 
 
 def assert_cancelled(server, cancelled: float, tokens: float) -> None:

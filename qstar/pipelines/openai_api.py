@@ -121,9 +121,19 @@ def read_order(body: dict[str, Any], task: Task, caps: Caps, chat: bool) -> Orde
     return Order(problem, name, search, budget, seed, bool(stream), bool(options.get("include_usage")))
 
 
-def failure(tree: Tree) -> APIError:
-    """A search whose backend kept failing: 502, with the backend's reason."""
-    return APIError(502, f"the search failed: {tree.error}", kind="api_error", code="backend_error")
+def refusal(tree: Tree, order: Order) -> APIError | None:
+    """Why a finished search has no answer to give: its backend kept failing (502, with the backend's reason), or
+    its budget paid for no model call (400: an empty answer would not say why); None when it has one."""
+    if tree.error:
+        return APIError(502, f"the search failed: {tree.error}", kind="api_error", code="backend_error")
+    if tree.calls == 0 and tree.out_of_budget:
+        return APIError(
+            400,
+            f"a budget of {order.budget} tokens affords no model call of search {order.search_name} (each request is "
+            "paid for at its worst case before it is made): raise max_tokens or budget",
+            code="budget_too_small",
+        )
+    return None
 
 
 def answer_text(task: Task, tree: Tree) -> str:

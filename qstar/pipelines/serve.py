@@ -172,8 +172,9 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
         if tree is None:  # the client went away: nobody reads a reply
             cancel(ticket)
             return Response(status_code=499)
-        if tree.error:
-            raise api.failure(tree)
+        refused = api.refusal(tree, order)
+        if refused is not None:
+            raise refused
         answered(tree, begun)
         return api.completion(rid, model, task, tree, order, chat, keep(rid, tree), ticket.prompt_tokens)
 
@@ -203,9 +204,10 @@ def create_app(task: Task, policy: Policy, scorer: Scorer | None, cfg: ServeConf
             while True:
                 kind, value = await events.get()
                 steps = value if kind == "steps" else value.best_path()
-                if kind == "tree" and value.error:
-                    metrics.requests.labels("502").inc()
-                    yield sse(api.failure(value).body())
+                refused = api.refusal(value, order) if kind == "tree" else None
+                if refused is not None:
+                    metrics.requests.labels(str(refused.status)).inc()
+                    yield sse(refused.body())
                     break
                 for step in steps[sent:]:
                     yield sse(api.chunk(rid, model, chat, step.text + "\n"))
