@@ -35,6 +35,10 @@ __all__ = sorted(WHERE)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # the installed distribution's, as `qstar --version` prints it
+        from importlib.metadata import version
+
+        return version("qstar")
     if name not in WHERE:
         raise AttributeError(f"module 'qstar' has no attribute {name!r}")
     value = getattr(importlib.import_module(WHERE[name]), name)

@@ -21,6 +21,13 @@ class BackendError(RuntimeError):
         super().__init__(f"{len(failed)} of {len(results)} requests failed; first: {first}")
 
 
+def expect(value: object, member: str, kind: str, maker: str) -> None:
+    """Refuse, as one line, an argument that is not a `kind` object (one with a callable `member`): a name given
+    where the object made from it belongs fails here, not deep inside the first call."""
+    if not callable(getattr(value, member, None)):
+        raise QstarError(f"{kind} must be a {kind} object ({maker}), not {value!r:.40}")
+
+
 @contextlib.contextmanager
 def blame(what: str) -> Iterator[None]:
     """Report an exception from plug-in code (`what`: whose, e.g. "policy CoinPolicy") as one line that names it,

@@ -142,6 +142,7 @@ def save_trees(path: str | Path, trees: Iterable[Tree], **fields) -> None:
 
 
 def load_trees(path: str | Path) -> list[Tree]:
+    """The trees `save_trees` (or `qstar eval --save-trees`) wrote, each with its answer node and compute."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt") as f:
         return [Tree.from_dict(json.loads(line)) for line in f if line.strip()]

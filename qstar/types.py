@@ -151,7 +151,9 @@ class Node:
 
 @dataclass
 class Tree:
-    """What every search returns: the problem, the root, and the compute spent building it."""
+    """What every search returns: the problem, the root, and the compute spent building it. `answer` is the node
+    the search picked; its steps are `best_path()`, and what they state is `task.final_answer(tree.problem,
+    [step.text for step in tree.best_path()])`."""
 
     problem: Problem
     root: Node = field(default_factory=Node)

@@ -97,13 +97,17 @@ def test_help_and_bad_options_answer_without_loading_torch():
 
     code = (
         "import sys; from qstar.cli import main\n"
-        "for argv in (['--help'], ['improve', '--help'], ['list'], ['eval', '--search', 'mcts', '--budget', '0']):\n"
+        "for argv in (['--help'], ['improve', '--help'], ['list'], ['eval', '--search', 'mcts', '--budget', '0'],\n"
+        "             ['--version']):\n"
         "    try: main(argv)\n"
         "    except SystemExit: pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "[]", out.stdout[-500:] + out.stderr[-500:]
+    import qstar
+
+    assert f"\nqstar {qstar.__version__}\n" in out.stdout and qstar.__version__.count(".") == 2  # --version
 
 
 def test_improve_help_explains_every_option(qstar):

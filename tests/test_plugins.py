@@ -13,6 +13,7 @@ import pytest
 import qstar
 from qstar.errors import QstarError
 from qstar.registry import Registry
+from tests.scripted import ScriptedPolicy
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -298,11 +299,39 @@ def test_a_broken_plugin_is_one_line_that_names_it(tmp_path, capsys, args, says)
     assert err.count("\n") == 1 and says in err, err
 
 
-def test_evaluate_refuses_a_search_name_and_zero_seeds():
-    """The Python API's mistakes are one-line errors too, before any model call."""
+def test_the_python_apis_mistakes_are_one_line_errors_before_any_model_call():
+    """A name where the object made from it belongs, one problem where a list belongs, zero seeds: each is refused
+    by the function given it, not by the first call deep inside (an AttributeError naming a plug-in)."""
     task = qstar.get_task("game24")
     problems = task.problems("test", limit=1)
+    greedy, policy = qstar.get_search("greedy"), ScriptedPolicy()
     with pytest.raises(QstarError, match="must be a search object"):
         qstar.evaluate(task, problems, None, "beam")
     with pytest.raises(QstarError, match="seeds and batch_size must be at least 1, not 0 and 64"):
-        qstar.evaluate(task, problems, None, qstar.get_search("greedy"), seeds=0)
+        qstar.evaluate(task, problems, None, greedy, seeds=0)
+    with pytest.raises(QstarError, match=r"search must be a search object \(qstar.get_search\(name\)\), not 'beam'"):
+        qstar.run_search("beam", problems, task, policy)
+    with pytest.raises(QstarError, match="task must be a task object"):
+        qstar.run_search(greedy, problems, "game24", policy)
+    with pytest.raises(QstarError, match="policy must be a policy object"):
+        qstar.run_search(greedy, problems, task, "tiny")
+    with pytest.raises(QstarError, match=r"not one Problem: give \[problem\]"):
+        qstar.run_search(greedy, problems[0], task, policy)
+    with pytest.raises(QstarError, match="got str among them"):
+        qstar.run_search(greedy, ["4 9 10 13"], task, policy)
+    with pytest.raises(QstarError, match="task must be a task object"):
+        qstar.get_scorer("verifier", "game24")
+    with pytest.raises(QstarError, match="limit must be a whole number of problems, at least 0"):
+        task.problems("test", limit=-1)  # not all but the last
+    assert qstar.run_search(greedy, problems, task, policy)[0].calls > 0  # the same call, its arguments right
+
+
+def test_problems_read_from_text_are_told_apart_by_their_ids():
+    """Two problems parsed from text never share an id (trees, records and seeds are keyed by it); one problem given
+    as text or by options is the same problem, id included."""
+    countdown, gsm8k = qstar.get_task("countdown"), qstar.get_task("gsm8k")
+    a, b = countdown.parse_problem("4 9 10 13 -> 24"), countdown.parse_problem("3 7 25 50 -> 81")
+    by_options = countdown.problem_from_args({"numbers": ["4", "9", "10", "13"], "target": "24"})
+    assert a.id != b.id and a.id == by_options.id == "4 9 10 13 -> 24"
+    q1, q2 = gsm8k.parse_problem("What is 2 + 3?"), gsm8k.parse_problem("What is 2 + 4?")
+    assert q1.id != q2.id and q1.id == gsm8k.parse_problem("  What is  2 + 3? ").id

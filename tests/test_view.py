@@ -101,6 +101,9 @@ def test_view_of_a_run_folder_writes_one_page_with_each_node_records(tmp_path):
     assert first["recs"]["3"]["sft"] == 1 and first["recs"]["0"]["pairs"] == [[1, 6]]  # depth-first node order
     for source in (tmp_path / "run" / "iter-1", tmp_path / "run" / "iter-1" / "trees.jsonl.gz"):
         assert view(source, output=out)["with_records"] == 18
+        assert view(source, output=out)["iterations"] == ["iter-1"]
+    save_trees(tmp_path / "trees.jsonl.gz", [tree])  # an evaluation's file, in no iteration: named by itself
+    assert view(tmp_path / "trees.jsonl.gz", output=out)["iterations"] == ["trees.jsonl.gz"]
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):

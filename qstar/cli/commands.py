@@ -329,6 +329,7 @@ def print_view(result: dict, console: Console) -> None:
         f"wrote {result['output']}: {result['problems']} trees ({len(result['iterations'])} iteration(s)), "
         f"{result['nodes']} nodes, opening on {result['problem']}; open it in a browser",
         markup=False,
+        soft_wrap=True,
     )
 
 

@@ -21,10 +21,13 @@ from qstar.cli.options import (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     from qstar.pipelines.improve_config import ImproveConfig
     from qstar.pipelines.pretrain_config import PretrainConfig
 
     parser = Parser(prog="qstar", description="Deliberate reasoning with language models: search, verify, improve.")
+    parser.add_argument("--version", action="version", version=f"qstar {version('qstar')}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     solve = sub.add_parser("solve", help="solve one problem and show the steps")

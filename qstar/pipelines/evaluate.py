@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from qstar.errors import QstarError
+from qstar.errors import QstarError, expect
 from qstar.policy.base import Policy
 from qstar.scorers.base import Scorer
 from qstar.search import Search, run_search
+from qstar.search.runner import problem_list
 from qstar.tasks.base import Task
 from qstar.types import Problem, Tree
 
@@ -101,8 +102,8 @@ def evaluate(
     `qstar.pipelines.workers`); `policy` and `scorer` are then this process's copies, used for the checks."""
     if seeds < 1 or batch_size < 1:
         raise QstarError(f"seeds and batch_size must be at least 1, not {seeds} and {batch_size}")
-    if not callable(getattr(search, "run", None)):
-        raise QstarError(f"search must be a search object (qstar.get_search(name)), not {search!r:.40}")
+    expect(search, "run", "search", "qstar.get_search(name)")
+    problems = problem_list(problems)
     if not training_data:
         check_no_leak(task, scorer)
     start = time.time()

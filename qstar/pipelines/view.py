@@ -182,8 +182,9 @@ def page(
 
 def trees_files(source: Path) -> list[tuple[str, Path]]:
     """(name, trees file) of each iteration TREES holds: a trees file, an iteration folder or an improve run."""
-    if source.is_file():
-        return [(source.resolve().parent.name if source.name == TREES else source.name, source)]
+    if source.is_file():  # an iteration's trees are named by its folder, any other file by itself
+        folder = source.resolve().parent.name
+        return [(folder if source.name == TREES and folder.startswith("iter-") else source.name, source)]
     if (source / TREES).is_file():
         return [(source.name, source / TREES)]
     found = [p for p in source.glob(f"iter-*/{TREES}") if p.parent.name[5:].isdigit()]

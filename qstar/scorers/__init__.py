@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from qstar.checkpoints import resolve
-from qstar.errors import QstarError
+from qstar.errors import QstarError, expect
 from qstar.policy.base import Policy
 from qstar.scorers import judge, prm, rollouts, value  # noqa: F401  (registers them)
 from qstar.scorers.base import SCORERS, Scorer, Scores, default_scorer, register_scorer
@@ -30,6 +30,7 @@ def scorer_name(spec: str) -> str:
 
 def get_scorer(spec: str, task: Task, policy: Policy | None = None, **options: Any) -> Scorer:
     """The scorer `spec` names, for `task` (and `policy`, for scorers that call one), with `options`."""
+    expect(task, "check_step", "task", "qstar.get_task(name)")
     name = scorer_name(spec)
     if name != spec:
         options = {"path": spec, **options}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from qstar.errors import BackendError, QstarError, blame
+from qstar.errors import BackendError, QstarError, blame, expect
 from qstar.policy.base import Policy, takes, takes_seeds
 from qstar.scorers.base import Scorer
 from qstar.search.base import Commit, Context, Propose, Score, Search, SearchRun
@@ -196,6 +196,17 @@ def check_proposals(name: str, proposals: object, prefixes: int) -> None:
             raise QstarError(f"{name}'s propose must return lists of Steps, got {type(wrong).__name__} {wrong!r:.60}")
 
 
+def problem_list(problems: Iterable[Problem]) -> list[Problem]:
+    """`problems` as a list, checked: Problems only (a lone Problem, or a string, is a one-line error)."""
+    if isinstance(problems, Problem | str):
+        raise QstarError(f"problems must be a list of Problems, not one {type(problems).__name__}: give [problem]")
+    problems = list(problems)
+    strays = sorted({type(p).__name__ for p in problems if not isinstance(p, Problem)})
+    if strays:
+        raise QstarError(f"problems must be a list of Problems, got {', '.join(strays)} among them")
+    return problems
+
+
 def run_search(
     search: Search,
     problems: Iterable[Problem],
@@ -209,7 +220,10 @@ def run_search(
 ) -> list[Tree]:
     """Keep up to `batch_size` problems in flight (a `Batcher`) until every one has its tree, in their order. A
     problem whose model call fails for good (a `BackendError`) ends with an empty tree whose `error` says why."""
-    problems = list(problems)
+    expect(search, "run", "search", "qstar.get_search(name)")
+    expect(task, "check_step", "task", "qstar.get_task(name)")
+    expect(policy, "propose", "policy", "qstar.load_policy(name)")
+    problems = problem_list(problems)
     batcher = Batcher(task, policy, scorer, seed)
     trees: list[Tree | None] = [None] * len(problems)
     queue = iter(range(len(problems)))

@@ -7,6 +7,7 @@ options, the step format, the step checker and the verifier. `BaseTask` gives th
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -109,6 +110,13 @@ def get_task(name: str, **options: Any) -> Task:
     return TASKS.build(name, **options)
 
 
+def checked_limit(limit: int | None) -> int | None:
+    """A `problems(split, limit)` limit: None (all) or a count; a negative one is refused, not read from the end."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise QstarError(f"limit must be a whole number of problems, at least 0 (None: all), not {limit!r}")
+    return limit
+
+
 def load_problems(task: Task, split: str, limit: int | None = None) -> list[Problem]:
     """`task.problems(split, limit)`, checked: at least one `Problem`, no two with the same id (trees and records
     are keyed by it). A task's exception, or a reply of another shape, is a one-line error naming the task."""
@@ -143,9 +151,11 @@ class BaseTask:
         return " ".join(problem.prompt.lower().split()), problem.answer
 
     def parse_problem(self, text: str, answer: str | None = None) -> Problem:
+        """The question as written; its id a digest of the question, so two different ones never share an id."""
         if not text.strip():
             raise QstarError(f"an empty problem for {self.name}")
-        return Problem("text", text.strip(), answer)
+        digest = hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:12]
+        return Problem(f"text-{digest}", text.strip(), answer)
 
     def problem_from_args(self, args: Mapping[str, Any]) -> Problem:
         if not args.get("problem"):

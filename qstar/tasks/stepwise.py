@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from qstar.config import option
 from qstar.errors import QstarError
 from qstar.io import numbered_jsonl
-from qstar.tasks.base import BaseTask, StepCheck
+from qstar.tasks.base import BaseTask, StepCheck, checked_limit
 from qstar.types import Prefix, Problem
 
 ANSWER = re.compile(r"the (?:final )?answer is[:\s]*(.+?)\s*\.?\s*$", re.IGNORECASE)
@@ -69,6 +69,7 @@ class StepByStep(BaseTask):
     # ---- the Task protocol ---------------------------------------------------------------------------------
 
     def problems(self, split: str, limit: int | None = None) -> list[Problem]:
+        limit = checked_limit(limit)
         if self.problems_file:
             path = Path(self.problems_file)
             problems = []

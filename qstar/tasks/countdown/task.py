@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from qstar.config import option
 from qstar.errors import QstarError
 from qstar.registry import option_defaults
-from qstar.tasks.base import StepCheck, register_task
+from qstar.tasks.base import StepCheck, checked_limit, register_task
 from qstar.tasks.countdown import problems as source
 from qstar.tasks.countdown.rules import check, expression, legal_moves, move_step
 from qstar.types import Prefix, Problem
@@ -63,6 +63,7 @@ class Countdown:
     # ---- problems -------------------------------------------------------------------------------------
 
     def problems(self, split: str, limit: int | None = None) -> list[Problem]:
+        limit = checked_limit(limit)
         if self.problems_file:
             problems = source.load_file(Path(self.problems_file), self.game)
         elif self.preset == "game24":
@@ -96,7 +97,7 @@ class Countdown:
 
     def parse_problem(self, text: str, answer: str | None = None) -> Problem:
         numbers, target = source.parse_text(text, 24 if self.preset == "game24" else None)
-        return source.make_problem("text", *self.game(numbers, target))
+        return self.given(numbers, target)
 
     def problem_from_args(self, args: Mapping[str, Any]) -> Problem:
         if args.get("problem"):
@@ -106,7 +107,13 @@ class Countdown:
         if args.get("target") is None and self.preset != "game24":
             raise QstarError("--target is required for countdown")
         target = 24 if args.get("target") is None else source.parse_target(args["target"])
-        return source.make_problem("cli", *self.game(source.parse_numbers(args["numbers"]), target))
+        return self.given(source.parse_numbers(args["numbers"]), target)
+
+    def given(self, numbers: list[int], target: int) -> Problem:
+        """A user's problem, checked (`game`), its id the problem itself (`4 9 10 13 -> 24`): the same problem
+        given as text or by options is the same problem, and two different ones never share an id."""
+        numbers, target = self.game(numbers, target)
+        return source.make_problem(f"{' '.join(map(str, numbers))} -> {target}", numbers, target)
 
     def game(self, numbers: list[int], target: int) -> tuple[list[int], int]:
         """A user's numbers and target, checked: the Game of 24 is played with four numbers to 24 (countdown takes
