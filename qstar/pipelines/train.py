@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from qstar.errors import QstarError
 from qstar.io import atomic_write, model_folder, read_jsonl
-from qstar.models import save_checkpoint
+from qstar.models import check_adapters, save_checkpoint
 from qstar.train.by_kind import train_kind
 from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig, ValueConfig
 
@@ -52,6 +52,8 @@ def train(
             f"{records}: {kind} records need the columns {', '.join(COLUMNS[kind])}"
             + (f" ({missing[0]} is missing)" if missing else " (the file is empty)")
         )
+    if lora is not None and kind != "value":
+        check_adapters(model, lora.peft())  # one line, before any weight loads
     # adapters name their base by folder: those on a GGUF start name its weights, saved beside them
     base = Path(out).resolve() / "base" if kind != "value" and lora is not None and model.suffix == ".gguf" else None
     trained, tokenizer = train_kind(kind, model, rows, cfg, lora, separator, base=base)
