@@ -213,6 +213,17 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(qstar, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"] and not list(folder.iterdir())
 
 
+def test_lora_that_cannot_wrap_the_model_is_one_line_before_any_training(qstar, tmp_path):
+    records = tmp_path / "sft.jsonl"
+    records.write_text('{"prompt": "Input: 4 9 10 13 Target: 24\\n", "completion": "13 - 9 = 4 (left: 4 4 10)\\n"}\n')
+    args = ["train", "sft", "--model", "tiny", "--records", str(records), "--output-dir", str(tmp_path / "out")]
+    out = qstar(*args, "--lora", "--lora-targets", "nosuch")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "LoRA adapters cannot wrap the llama model" in lines[0]
+    assert not any((tmp_path / "out").glob("*"))  # nothing trained, nothing written
+
+
 def test_a_config_file_with_a_mistyped_key_fails_before_any_work(qstar, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('data_search = "dfs"\n[sft]\nepochs = 3\nlearning_rate = 0.1\n')
@@ -291,3 +302,28 @@ def test_what_a_run_could_not_do_is_said_not_only_counted(qstar):
     out = qstar("solve", "--task", "game24", "4 9 10 13", "--search", "beam", "--budget", "500")
     assert out.returncode == 0 and "not solved" in out.stdout, out.stderr
     assert "unfinished: the budget of 500 tokens ran out before the search had a complete answer" in out.stdout
+
+
+def test_ctrl_c_is_one_line_and_exit_130(qstar_command, tmp_path):
+    """An interrupted command says so in one line (improve: how to continue), not a traceback."""
+    import signal
+    import subprocess
+    import time
+
+    args = ["improve", "--run-dir", str(tmp_path / "run"), "--train-problems", "300", "--data-budget", "50000"]
+    proc = subprocess.Popen([*qstar_command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "config.json").exists() and time.time() < deadline:  # the run has begun
+        time.sleep(0.2)
+    for _ in range(3):  # a signal that lands in a garbage collector's callback is lost: send it again
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=20)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        proc.kill()
+        raise AssertionError("qstar improve did not stop on Ctrl-C")
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "qstar: interrupted; run it again with --resume to continue"

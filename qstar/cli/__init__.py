@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"qstar: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; what a run finished is on disk already
+        resume = "; run it again with --resume to continue" if argv[:1] == ["improve"] else ""
+        print(f"qstar: interrupted{resume}", file=sys.stderr)
+        return 130
     if getattr(args, "json", False):
         print(json.dumps(result))
     else:
