@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -51,6 +51,21 @@ if TYPE_CHECKING:
     from qstar.pipelines.workers import Workers
 
 console = Console(stderr=True)
+
+
+def changed_settings(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """The settings (`sft.epochs` for a nested one) in which `given` differs from a run's `saved` ones, each with
+    both values; the iteration count is not among them (a resume may raise it)."""
+    changed = []
+    for key, value in given.items():
+        was = saved.get(key)
+        if key == "iterations" or was == value:
+            continue
+        if isinstance(value, dict) and isinstance(was, dict):
+            changed += [f"{key}.{k} (run: {was.get(k)!r}, here: {v!r})" for k, v in value.items() if was.get(k) != v]
+        else:
+            changed.append(f"{key} (run: {was!r}, here: {value!r})")
+    return changed
 
 
 class Improve:
@@ -98,10 +113,16 @@ class Improve:
             if before.get("task") != cfg.task:
                 raise QstarError(f"{self.dir} holds a run of the {before.get('task')} task, not {cfg.task}")
             saved_cfg = asdict(from_dict(ImproveConfig, before))  # a setting added since: its default
-            if {**saved_cfg, "iterations": cfg.iterations} != asdict(cfg):  # only the iteration count may differ
+            changed = changed_settings(saved_cfg, asdict(cfg))
+            if changed:
                 raise QstarError(
-                    f"{saved} differs from this command's settings: resume with the same settings"
-                    " (only --iterations may change)"
+                    f"{saved} differs from this command's settings in {'; '.join(changed[:3])}: resume with the "
+                    "run's settings (only --iterations may change)"
+                )
+            if cfg.iterations < saved_cfg["iterations"]:
+                raise QstarError(
+                    f"--iterations {cfg.iterations} is below the run's {saved_cfg['iterations']}: a resume may raise "
+                    "it, not lower it"
                 )
             if saved_cfg["iterations"] == cfg.iterations:
                 return
