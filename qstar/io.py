@@ -60,7 +60,11 @@ def model_folder(spec: str | Path) -> Path:
 
 def replace_folder(source: str | Path, path: str | Path) -> None:
     """Rename the finished folder `source` to `path`, replacing a folder left there by a run killed before: a folder
-    named `path` is always a whole one."""
+    named `path` is always a whole one. Its files get the usual permissions (safetensors writes them private), so a
+    server running as another user on a shared file system can read the checkpoint."""
+    for file in Path(source).rglob("*"):
+        if file.is_file():
+            os.chmod(file, 0o666 & ~UMASK)
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)

@@ -405,6 +405,10 @@ def test_a_checkpoint_replaces_a_folder_left_by_a_killed_run(tmp_path):
     save_checkpoint(model, tok, tmp_path / "adapter")
     assert not (tmp_path / "adapter" / "stale.bin").exists() and not (tmp_path / "adapter.tmp").exists()
     assert AutoConfig.from_pretrained(tmp_path / "adapter").model_type == "gpt2"
+    from qstar.io import UMASK
+
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "adapter").iterdir()}
+    assert modes["model.safetensors"] == 0o666 & ~UMASK and len(set(modes.values())) == 1  # none left private
 
 
 def test_training_runs_leave_no_folder_behind(tmp_path):
@@ -468,3 +472,19 @@ def test_a_shared_trunk_learns_both_heads_and_loads_as_either_model(trees, kind,
     v_good = scorer.values([problem[r["prompt"]] for r in good], [r["completions"][:1] for r in good])
     v_bad = scorer.values([problem[r["prompt"]] for r in bad], [r["completions"][:1] for r in bad])
     assert sum(v_good) / len(v_good) > sum(v_bad) / len(v_bad)
+
+
+def test_a_warm_up_that_spans_the_whole_run_is_warned(capsys):
+    """A short run (a few DPO steps) under the default 20-step warm-up never reaches its learning rate: said."""
+    from types import SimpleNamespace
+
+    from qstar.train.common import RichProgress
+
+    progress = RichProgress("dpo", quiet=True)
+    for warmup, steps in ((20, 2), (20, 20), (4, 40)):
+        progress.on_train_begin(
+            SimpleNamespace(warmup_steps=warmup), SimpleNamespace(is_world_process_zero=True, max_steps=steps), None
+        )
+    err = capsys.readouterr().err
+    assert err.count("qstar: warning: dpo: a warm-up of 20 optimiser steps spans the whole run") == 2
+    assert "of 2:" in err and "of 20:" in err and "of 40" not in err

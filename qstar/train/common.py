@@ -3,6 +3,7 @@ history, and the datasets they read (pre-tokenised by qstar, so piece boundaries
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 import warnings
@@ -91,7 +92,15 @@ class RichProgress(TrainerCallback):
         self.progress: Progress | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.quiet or not state.is_world_process_zero:
+        if not state.is_world_process_zero:
+            return
+        if args.warmup_steps >= state.max_steps:  # the linear warm-up starts at 0: the run barely moves the model
+            print(
+                f"qstar: warning: {self.name}: a warm-up of {args.warmup_steps} optimiser steps spans the whole run of "
+                f"{state.max_steps}: the learning rate never reaches its peak (lower warmup, or train longer)",
+                file=sys.stderr,
+            )
+        if self.quiet:
             return
         columns = [
             TextColumn(self.name),
