@@ -311,7 +311,13 @@ def test_ctrl_c_is_one_line_and_exit_130(qstar_command, tmp_path):
     import time
 
     args = ["improve", "--run-dir", str(tmp_path / "run"), "--train-problems", "300", "--data-budget", "50000"]
-    proc = subprocess.Popen([*qstar_command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*qstar_command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's children ignore it
+    )
     deadline = time.time() + 120
     while not (tmp_path / "run" / "config.json").exists() and time.time() < deadline:  # the run has begun
         time.sleep(0.2)
