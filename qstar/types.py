@@ -175,6 +175,11 @@ class Tree:
         return self.answer is not None and self.answer.reward == 1.0
 
     @property
+    def starved(self) -> bool:
+        """The budget paid for no model call at all: the search could not begin."""
+        return self.calls == 0 and self.out_of_budget
+
+    @property
     def unfinished(self) -> bool:
         """The budget ran out before the search had a complete answer (its answer, if any, is a partial path)."""
         return self.out_of_budget and (self.answer is None or not self.answer.terminal)

@@ -83,7 +83,7 @@ def cmd_solve(args: argparse.Namespace) -> dict:
     search = get_search(args.search, **args.search_args)
     task, policy, scorer, _ = setup(args)
     (tree,) = run_search(search, [problem], task, policy, scorer, budget=args.budget, seed=args.seed)
-    if tree.calls == 0 and not tree.error:
+    if tree.starved:
         warn_unaffordable(args.budget, policy)
     steps = [s.text for s in tree.best_path()]
     checks = [task.check_step(problem, steps[:i], step) for i, step in enumerate(steps)]

@@ -126,7 +126,7 @@ def refusal(tree: Tree, order: Order) -> APIError | None:
     its budget paid for no model call (400: an empty answer would not say why); None when it has one."""
     if tree.error:
         return APIError(502, f"the search failed: {tree.error}", kind="api_error", code="backend_error")
-    if tree.calls == 0 and tree.out_of_budget:
+    if tree.starved:
         return APIError(
             400,
             f"a budget of {order.budget} tokens affords no model call of search {order.search_name} (each request is "
