@@ -139,14 +139,23 @@ def save_png(fig, path: str | Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def save_trees(path: str | Path, trees: Iterable[Tree], **fields) -> None:
-    """Trees as JSON lines (gzipped when the name ends in .gz); `fields` are added to every line."""
-    text = "".join(json.dumps({**fields, **tree.to_dict()}) + "\n" for tree in trees).encode()
+def save_trees(path: str | Path, trees: Iterable[Tree], each: Iterable[dict] | None = None, **fields) -> None:
+    """Trees as JSON lines (gzipped when the name ends in .gz); `fields` are added to every line, `each` (one dict
+    a tree, such as its seed) to its tree's own."""
+    trees = list(trees)
+    extras = list(each) if each is not None else [{}] * len(trees)
+    lines = (json.dumps({**fields, **extra, **t.to_dict()}) + "\n" for t, extra in zip(trees, extras, strict=True))
+    text = "".join(lines).encode()
     atomic_write(path, gzip.compress(text) if str(path).endswith(".gz") else text)
+
+
+def read_tree_lines(path: str | Path) -> list[dict]:
+    """The JSON lines of a trees file: each tree's dict with the fields `save_trees` added."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def load_trees(path: str | Path) -> list[Tree]:
     """The trees `save_trees` (or `qstar eval --save-trees`) wrote, each with its answer node and compute."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [Tree.from_dict(json.loads(line)) for line in f if line.strip()]
+    return [Tree.from_dict(line) for line in read_tree_lines(path)]

@@ -62,6 +62,22 @@ def test_eval_takes_search_hyper_parameters(capsys):
     assert short["unfinished"] == 4 and short["solved"] == 0
 
 
+def test_eval_saves_each_seed_s_trees_with_their_seed(capsys, tmp_path):
+    from qstar.io import read_tree_lines
+
+    out = tmp_path / "t.jsonl.gz"
+    args = ["eval", "--task", "game24", "--limit", "2", "--search", "sample", "--seeds", "2", "--seed", "5"]
+    result = run(capsys, *args, "--save-trees", str(out))
+    lines = read_tree_lines(out)
+    assert [(line["seed"], line["search"]) for line in lines] == [
+        (5, "sample"),
+        (5, "sample"),
+        (6, "sample"),
+        (6, "sample"),
+    ]
+    assert sum(line["answer"] is not None for line in lines) == 4 and result["seeds"] == 2
+
+
 def test_eval_table_on_a_problems_file(qstar, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"numbers": [2, 3, 4, 1], "target": 24}\n{"numbers": [5, 5, 5, 1], "target": 24}\n')

@@ -90,7 +90,10 @@ def test_a_killed_run_resumes_to_the_same_files(qstar_command, tmp_path):
 
     again = subprocess.run([*QSTAR, *args, "--run-dir", str(killed)], capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr  # never silently mixed with an old run
-    subprocess.run([*QSTAR, *args, "--run-dir", str(killed), "--resume"], check=True, capture_output=True, timeout=600)
+    resumed = subprocess.run(
+        [*QSTAR, *args, "--run-dir", str(killed), "--resume"], check=True, capture_output=True, text=True, timeout=600
+    )
+    assert "iteration 1: search done in an earlier run" in resumed.stderr  # not "search 0 s"
 
     done, reference = files(killed), files(whole)
     assert len(done["iter-1/value.jsonl"].splitlines()) == 50  # capped by a seeded sample
@@ -121,6 +124,29 @@ def test_extra_problems_never_include_an_evaluation_problem(tmp_path):
     else:
         raise AssertionError("a test problem in the trees must stop the records stage")
     assert not (tmp_path / "iter-1" / "sft.jsonl").exists()
+
+
+def test_an_iteration_that_solved_nothing_writes_no_value_records(tmp_path):
+    """Every path's labels 0 would teach the value model that every step is dead: none are written, and with the
+    value records empty the value stage keeps the previous model."""
+    from qstar.io import read_jsonl, save_trees
+    from qstar.types import Step, Tree
+
+    run = Improve(small_config(iterations=1), tmp_path)
+    tree = Tree(run.train[0])
+    first = tree.root.add_child(Step("13 + 9 = 22 (left: 4 10 22)", -0.7, tokens=9))
+    first.add_child(Step("22 - 10 = 12 (left: 4 12)", -0.7, tokens=9)).add_child(
+        Step("12 + 4 = 16 (left: 16)", -0.7, tokens=9), terminal=True, reward=0.0
+    )
+    (tmp_path / "iter-1").mkdir()
+    save_trees(tmp_path / "iter-1" / "trees.jsonl.gz", [tree])
+    run.records(1)
+    assert read_jsonl(tmp_path / "iter-1" / "value.jsonl") == []
+    tree.root.children[0].children[0].children[0].reward = 1.0  # the same path verified: its labels are kept
+    save_trees(tmp_path / "iter-1" / "trees.jsonl.gz", [tree])
+    (tmp_path / "iter-1" / "sft.jsonl").unlink()
+    run.records(1)
+    assert [r["labels"][-1] for r in read_jsonl(tmp_path / "iter-1" / "value.jsonl")] == [1.0]
 
 
 def test_a_run_folder_is_one_process_s_at_a_time(tmp_path):

@@ -241,7 +241,12 @@ def test_compare_end_to_end_with_the_real_policy(qstar, tmp_path):
     for r in rows:
         assert r["n"] == 4 and r["seeds"] == 2 and r["tokens_per_problem"] <= r["budget"]
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| beam | 900 |" in (tmp_path / "compare.md").read_text()
+    md = (tmp_path / "compare.md").read_text()
+    assert "| beam | 900 |" in md and md.startswith("qstar compare, game24/test, 4 problems, scorer rollouts:")
+    assert "| legal steps | cut short |" in md  # beam at 300 was cut short
+    assert {(r["task"], r["problems"], r["policy"], r["scorer"]) for r in rows} == {
+        ("game24", "game24/test", "tiny", "rollouts")
+    }
     assert "mcts" in out.stdout
     beam = {r["budget"]: r["unfinished"] for r in rows if r["search"] == "beam"}
     assert beam[300] > 0 and "short" in out.stdout  # the budget pays for a step or two; the table's `cut short`

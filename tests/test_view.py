@@ -104,6 +104,12 @@ def test_view_of_a_run_folder_writes_one_page_with_each_node_records(tmp_path):
         assert view(source, output=out)["iterations"] == ["iter-1"]
     save_trees(tmp_path / "trees.jsonl.gz", [tree])  # an evaluation's file, in no iteration: named by itself
     assert view(tmp_path / "trees.jsonl.gz", output=out)["iterations"] == ["trees.jsonl.gz"]
+    seeded = [{"seed": 3}, {"seed": 4}]  # what `qstar eval --seeds 2 --seed 3 --save-trees` writes
+    save_trees(tmp_path / "trees.jsonl.gz", [tree, hand_tree()[0]], seeded, search="beam")
+    assert view(tmp_path / "trees.jsonl.gz", output=out)["iterations"] == [
+        "trees.jsonl.gz seed 3",
+        "trees.jsonl.gz seed 4",
+    ]
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):

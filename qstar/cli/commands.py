@@ -159,7 +159,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
         warn_unaffordable(args.budget, policy)
     if args.save_trees:
         trees = [tree for run in runs for tree in run]
-        save_trees(args.save_trees, trees, search=args.search, budget=args.budget)
+        seeds = [{"seed": args.seed + i} for i, run in enumerate(runs) for _ in run]
+        save_trees(args.save_trees, trees, seeds, search=args.search, budget=args.budget)
     where = args.problems or f"{args.task}/{split}"
     return {"task": args.task, "problems": where, "search": args.search, "budget": args.budget, **result.to_dict()}
 
@@ -222,6 +223,8 @@ def cmd_compare(args: argparse.Namespace) -> dict:
             task, problems, policy, scorer, configured, budgets, args.seeds, args.batch_size, workers, args.seed
         )
     where = args.problems or f"{args.task}/{args.split or task.eval_split}"
+    context = {"task": args.task, "problems": where, "policy": args.policy, "scorer": args.scorer}
+    rows = [{**context, **row} for row in rows]  # each row of compare.json says what it measured
     compare.write(rows, Path(args.out), f"{where}, {len(problems)} problems, scorer {args.scorer}")
     return {"rows": rows, "out": args.out}
 
@@ -325,8 +328,10 @@ def cmd_view(args: argparse.Namespace) -> dict:
 
 
 def print_view(result: dict, console: Console) -> None:
+    groups = result["iterations"]  # an improve run's iterations, or the seeds of an eval's trees
+    kind = "iteration" if all(g.startswith("iter-") for g in groups) else "run"
     console.print(
-        f"wrote {result['output']}: {result['problems']} trees ({len(result['iterations'])} iteration(s)), "
+        f"wrote {result['output']}: {result['problems']} trees ({len(groups)} {kind}{'s' * (len(groups) > 1)}), "
         f"{result['nodes']} nodes, opening on {result['problem']}; open it in a browser",
         markup=False,
         soft_wrap=True,

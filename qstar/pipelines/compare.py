@@ -70,16 +70,21 @@ def table(rows: list[dict]) -> Table:
     return t
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| search | budget | accuracy | ± std | tokens/problem | calls/problem |",
-        "|---|---:|---:|---:|---:|---:|",
+def markdown(rows: list[dict], title: str) -> str:
+    """The table as markdown under `title`; the cut-short and failed columns only where some row has them."""
+    extra = [
+        (key, head) for key, head in (("unfinished", "cut short"), ("failed", "failed")) if any(r[key] for r in rows)
     ]
+    heads = ["search", "budget", "accuracy", "± std", "tokens/problem", "calls/problem", "legal steps"]
+    heads += [head for _, head in extra]
+    caption = f"qstar compare, {title}: accuracy (mean and std over seeds) at a budget of generated tokens per problem"
+    lines = [caption, "", "| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
     for r in rows:
-        lines.append(
-            f"| {r['search']} | {r['budget']} | {r['accuracy']:.1%} | {r['accuracy_std']:.1%} "
-            f"| {r['tokens_per_problem']:.0f} | {r['calls_per_problem']:.1f} |"
-        )
+        legal = f"{r['legal_step_rate']:.1%}" if r["calls_per_problem"] else "-"  # no step was generated
+        cells = [r["search"], str(r["budget"]), f"{r['accuracy']:.1%}", f"{r['accuracy_std']:.1%}"]
+        cells += [f"{r['tokens_per_problem']:.0f}", f"{r['calls_per_problem']:.1f}", legal]
+        cells += [f"{r[key]:g}" for key, _ in extra]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -112,6 +117,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def write(rows: list[dict], out: Path, title: str) -> None:
+    """compare.json (the rows), compare.md (the table under `title`) and compare.png (the plot) in `out`."""
     atomic_write(out / "compare.json", json.dumps(rows, indent=1).encode())
-    atomic_write(out / "compare.md", markdown(rows).encode())
+    atomic_write(out / "compare.md", markdown(rows, title).encode())
     plot(rows, out / "compare.png", title)

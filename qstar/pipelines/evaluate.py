@@ -107,10 +107,11 @@ def evaluate(
     if not training_data:
         check_no_leak(task, scorer)
     start = time.time()
-    columns = [TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TextColumn("solved {task.fields[solved]}")]
+    label = "search" if training_data else "eval"  # a data search is not an evaluation
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("solved {task.fields[solved]}")]
     runs = []
     with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), disable=not show_progress) as progress:
-        bar = progress.add_task("eval", total=len(problems) * seeds, solved=0)
+        bar = progress.add_task(label, total=len(problems) * seeds, solved=0)
         solved = 0
 
         def on_tree(tree: Tree) -> None:

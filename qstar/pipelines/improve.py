@@ -296,6 +296,9 @@ class Improve:
         values = value_records(earlier + trees, self.task, self.cfg.value_labels, proven)
         if len(values) > self.cfg.max_value_records:  # one record per path grows fast: train on a seeded sample
             values = random.Random(self.cfg.seed * 1000 + k).sample(values, self.cfg.max_value_records)
+        if values and not any(label > 0 for r in values for label in r["labels"]):
+            console.print(f"  iteration {k}: no path reached a solution, so no value records (the value model is kept)")
+            values = []  # labels all 0 would teach the value model that every step is dead
         write_jsonl(self.it(k) / "value.jsonl", values)
         write_jsonl(self.it(k) / "preferences.jsonl", preference_records(trees, self.task, self.cfg.preference_margin))
         cfg = self.cfg
@@ -388,11 +391,13 @@ class Improve:
     def timed(self, k: int, stage: str, seconds: float) -> None:
         """Print a stage's seconds and keep them in `iter-k/timings.json` (the first time the stage ran to its end:
         a resumed run keeps the seconds of the stages it skips)."""
-        console.print(f"  iteration {k}: {stage} {seconds:.0f} s", style="dim")
         path = self.it(k) / "timings.json"
         timings = json.loads(path.read_text()) if path.exists() else {}
-        if stage not in timings:
-            atomic_write(path, json.dumps({**timings, stage: round(seconds, 2)}).encode())
+        if stage in timings:
+            console.print(f"  iteration {k}: {stage} done in an earlier run ({timings[stage]:.0f} s)", style="dim")
+            return
+        console.print(f"  iteration {k}: {stage} {seconds:.0f} s", style="dim")
+        atomic_write(path, json.dumps({**timings, stage: round(seconds, 2)}).encode())
 
     def report(self, rows: list[dict]) -> None:
         """Rewrite metrics.jsonl from the finished evaluations (never appended twice) and redraw the plots."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qstar.errors import QstarError
-from qstar.io import atomic_write, check_writable, load_trees, read_jsonl
+from qstar.io import atomic_write, check_writable, read_jsonl, read_tree_lines
 from qstar.tasks.base import Task, get_task
 from qstar.types import Node, Tree
 
@@ -201,12 +201,18 @@ def run_task(trees_file: Path) -> Task | None:
         return None
 
 
-def read_trees(path: Path) -> list[Tree]:
-    """The trees of a file, or a one-line error when it is not a trees file."""
+def read_trees(path: Path, name: str) -> tuple[list[Tree], list[str]]:
+    """The trees of a file and each one's group: `name`, with its seed where the file holds several seeds' runs
+    (`qstar eval --seeds N --save-trees`); a one-line error when it is not a trees file."""
     try:
-        return load_trees(path)
+        lines = read_tree_lines(path)
+        trees = [Tree.from_dict(line) for line in lines]
     except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as e:
         raise QstarError(f"{path} is not a trees file ({type(e).__name__}: {e})".splitlines()[0]) from None
+    seeds = [line.get("seed") for line in lines]
+    if len(set(seeds)) < 2:
+        return trees, [name] * len(trees)
+    return trees, [f"{name} seed {seed}" for seed in seeds]
 
 
 def view(source: str | Path, problem: str | None = None, output: str | Path | None = None) -> dict[str, Any]:
@@ -220,13 +226,13 @@ def view(source: str | Path, problem: str | None = None, output: str | Path | No
     groups: list[str] = []
     marks: dict[Node, dict[str, Any]] = {}
     for name, path in trees_files(source):
-        got = read_trees(path)
+        got, named = read_trees(path, name)
         task = run_task(path)
         if task is not None:
             rows = {k: read_jsonl(path.parent / f) for k, f in RECORDS.items() if (path.parent / f).is_file()}
             marks.update(match_records(got, task, **rows))
         trees += got
-        groups += [name] * len(got)
+        groups += named
     if not trees:
         raise QstarError(f"no trees in {source}: give a {TREES}, an iteration folder (iter-K) or an improve run folder")
     text = page(trees, marks, problem, title=f"qstar view {source}", groups=groups)

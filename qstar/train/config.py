@@ -14,7 +14,9 @@ class TrainConfig:
     """Fields shared by every trainer's config."""
 
     epochs: float = option(1.0, "passes over the records (fractions allowed)")
-    batch_size: int = option(32, "records per optimiser step")
+    batch_size: int = option(
+        32, "records per batch on each device (an optimiser step: batch_size * devices * gradient_accumulation_steps)"
+    )
     lr: float = option(1e-3, "peak learning rate: linear warm-up, cosine decay to 10%")
     warmup: int = option(20, "optimiser steps of linear warm-up")
     weight_decay: float = option(0.01, "AdamW weight decay")
