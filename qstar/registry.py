@@ -109,6 +109,17 @@ class Registry(Generic[T]):
             return {f.name: help_of(f) for f in dataclasses.fields(factory)}
         return docstring_args(inspect.getdoc(factory))
 
+    def describe(self, name: str) -> str:
+        """What `name` is, in a line: its docstring's first sentence, and for a preset the options it fixes."""
+        entry = self.entry(name)
+        doc = " ".join((inspect.getdoc(entry.factory) or "").split("\n\n")[0].split())
+        first = doc.split(". ")[0].rstrip(".") + "." if doc else ""
+        if not entry.defaults:
+            return first
+        base = next((n for n, e in self.entries.items() if e.factory is entry.factory and not e.defaults), None)
+        fixed = ", ".join(f"{key}={value!r}" for key, value in entry.defaults.items())
+        return f"{base or entry.factory.__name__} with {fixed}: {first}".rstrip(": ")
+
     def build(self, name: str, context: dict[str, Any] | None = None, **options: Any) -> T:
         """Make the plug-in `name` with `options` (an unknown option is a one-line error). `context` holds what the
         caller has for plug-ins that want it (a scorer's task and policy): each is passed if the factory takes it."""

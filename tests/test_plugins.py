@@ -59,7 +59,8 @@ def test_the_example_file_works_from_the_command_line(example, printed, qstar):
     steps = json.loads(solved.stdout)["steps"]
     assert json.loads(solved.stdout)["solved"] and steps[-1].endswith("= 10") and len(steps) == 4  # 1 2 4 5 10
     listed = qstar("list", "--plugin", str(example)).stdout
-    assert re.search(r"^  reach$", listed, re.M) and re.search(r"^  coin\n    seed=0$", listed, re.M)
+    assert re.search(r"^  reach  Problems `reach N`; a step is ", listed, re.M)  # its docstring's first sentence
+    assert re.search(r"^  coin  Proposes \+1 or \*2 of the last number at random .*\n    seed=0$", listed, re.M)
     assert qstar("--plugin", str(example), "list").stdout == listed  # the flag before the command works too
     sampled = [qstar("solve", "reach 10", *args, "--search", "sample", "--seed", str(s), "--json") for s in range(4)]
     refused = [json.loads(out.stdout) for out in sampled if json.loads(out.stdout)["illegal"]]
@@ -137,10 +138,12 @@ def test_every_option_says_what_it_does():
     assert registry.help("plain") == {"size": "how big, in metres.", "colour": "what it looks like."}
     out = subprocess.run([sys.executable, "-m", "qstar", "list", "--json"], capture_output=True, text=True, timeout=120)
     listed = json.loads(out.stdout)
-    silent = [f"{name}.{key}" for entries in listed.values() for name, options in entries.items()
-              for key, option in options.items() if not option["help"]]  # fmt: skip
+    silent = [f"{name}.{key}" for entries in listed.values() for name, entry in entries.items()
+              for key, option in entry["options"].items() if not option["help"]]  # fmt: skip
     assert listed["policies"]["tiny"] and not silent, silent
-    hf, tiny = listed["policies"]["hf"]["path"], listed["policies"]["tiny"]["path"]
+    undescribed = [name for entries in listed.values() for name, entry in entries.items() if not entry["description"]]
+    assert not undescribed and listed["searches"]["greedy"]["description"].startswith("Sample with temperature=0.0")
+    hf, tiny = listed["policies"]["hf"]["options"]["path"], listed["policies"]["tiny"]["options"]["path"]
     assert (hf["required"], hf["default"], tiny["required"], tiny["default"]) == (True, None, False, "tiny")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qstar.cli.options import config_of, problem_fields
@@ -344,12 +345,12 @@ def cmd_list(args: argparse.Namespace) -> dict:
     from qstar.search import SEARCHES
     from qstar.tasks import TASKS
 
-    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for kind, registry in (("tasks", TASKS), ("policies", POLICIES), ("scorers", SCORERS), ("searches", SEARCHES)):
         out[kind] = {}
         for name in registry.names():
             helps = registry.help(name)
-            out[kind][name] = {
+            options = {
                 key: {
                     "default": None if value is dataclasses.MISSING else value,
                     "required": value is dataclasses.MISSING,
@@ -358,15 +359,16 @@ def cmd_list(args: argparse.Namespace) -> dict:
                 for key, value in registry.options(name).items()
                 if key not in ("task", "policy")  # given by the command, not options
             }
+            out[kind][name] = {"description": registry.describe(name), "options": options}
     return out
 
 
 def print_list(result: dict, console: Console) -> None:
     for kind, entries in result.items():
         console.print(f"[bold]{kind}[/]")
-        for name, options in entries.items():
-            console.print(f"  {name}", markup=False)
-            for key, o in options.items():
+        for name, entry in entries.items():
+            console.print(f"  [bold]{escape(name)}[/]  {escape(entry['description'])}".rstrip(), soft_wrap=True)
+            for key, o in entry["options"].items():
                 shown = f"{key} (required)" if o["required"] else f"{key}={o['default']!r}"
                 console.print(f"    {shown}  {o['help']}".rstrip(), markup=False, soft_wrap=True)
 

@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="one trainer (sft, dpo, value) on a records file; launch it with accelerate launch or torchrun",
         description="One of the loop's trainers on a records file in TRL's columns (sft.jsonl, preferences.jsonl, "
         "value.jsonl of an improve run), on any number of processes: `accelerate launch -m qstar train ...` or "
-        "`torchrun --nproc_per_node N -m qstar train ...`. Only the main process writes the checkpoint.",
+        "`torchrun --nproc_per_node N -m qstar train ...`. Only the main process writes the checkpoint. The defaults "
+        "are the trainers' own; an improve iteration trains with its config's sft, dpo and value settings (`qstar "
+        "improve --help`: for the tiny model on a few hundred puzzles, e.g. SFT 20 epochs at 1e-3), so pass those "
+        "to repeat an iteration's stage.",
     )
     kinds = trn.add_subparsers(dest="kind", required=True, parser_class=Parser)
     from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, ValueConfig

@@ -35,7 +35,7 @@ def g(node: Node, aggregation: str) -> float:
 @register_search("astar")
 @dataclass
 class AStar:
-    """Pop the best open node by f = g + λ·h (h: the scorer's value of the node), expand `k` children.
+    """A* search: pop the best open node by f = g + λ·h (h: the scorer's value of the node), expand `k` children.
 
     The first terminal node popped is the answer, as in Q*; illegal steps and terminal steps scored 0 (a
     wrong final answer) never enter the open list.

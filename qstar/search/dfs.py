@@ -14,8 +14,8 @@ from qstar.types import Node, Problem, Tree
 @register_search("dfs")
 @dataclass
 class DFS:
-    """Expand `k` steps (`root_k` at the root), visit children by value, skip those under `threshold`; stop at
-    an accepted solution."""
+    """Depth-first search: expand `k` steps (`root_k` at the root), visit children by value, skip those under
+    `threshold`; stop at an accepted solution."""
 
     k: int = option(5, "proposals under each expanded node")
     root_k: int | None = option(None, "proposals for the first step (None: k); a wide root pays where it decides")

@@ -30,8 +30,9 @@ def puct(parent: Node, child: Node, c: float) -> float:
 @register_search("mcts")
 @dataclass
 class MCTS:
-    """Each simulation walks down by PUCT to a leaf, expands it with `k` proposals (a fixed number of children),
-    scores them, and backs the leaf's value up the path. Terminal leaves back up their scored value."""
+    """Monte Carlo tree search: each simulation walks down by PUCT to a leaf, expands it with `k` proposals (a
+    fixed number of children), scores them, and backs the leaf's value up the path. Terminal leaves back up
+    their scored value."""
 
     simulations: int | None = option(
         None, "walks from the root, each expanding one leaf (default: until the budget is spent; 64 without one)"

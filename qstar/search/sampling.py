@@ -69,8 +69,8 @@ class Trajectories:
 @register_search("sample", temperature=1.0)
 @dataclass
 class Sample(Trajectories):
-    """Solved if any of the trajectories is right: pass@n. The answer is a verified trajectory if there is one,
-    so this is an oracle upper bound unless n = 1 (`greedy` is n = 1 at temperature 0)."""
+    """Sampled trajectories, solved if any of them is right: pass@n. The answer is a verified trajectory if there
+    is one, so this is an oracle upper bound unless n = 1 (`greedy` is n = 1 at temperature 0)."""
 
     unbudgeted_n: ClassVar[int] = 1
 

@@ -24,7 +24,8 @@ GENERATOR = ("low", "high", "targets", "held_out_targets", "seed", "sizes")  # o
 @register_task("countdown")
 @dataclass
 class Countdown:
-    """The countdown task. `preset` picks the problems: `game24` or `countdown`; `problems_file` a JSONL file."""
+    """Reach the target from the numbers, one operation (+ - * /) a step. `preset` picks the problems: `game24`
+    or `countdown`; `problems_file` a JSONL file."""
 
     preset: str = option("countdown", "which problems: game24 (the 1,362 puzzles) or countdown (generated)")
     problems_file: str | None = option(None, 'a JSONL file of {"numbers": [...], "target": N} rows instead')
