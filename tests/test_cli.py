@@ -197,6 +197,13 @@ def test_improve_help_explains_every_option(qstar):
         (["eval", "--policy-args", '{"seed": "x"}'], "policy 'tiny': option 'seed' must be int, not \"x\""),
         (["eval", "--task", "gsm8k", "--task-args", '{"shots": "3"}'], "task 'gsm8k': option 'shots' must be int"),
         (["eval", "--task", "gsm8k", "--task-args", '{"shot": 3}'], "no option 'shot' (its options: problems_file,"),
+        (["solve", "1 2 -> 3", "--chat"], "--chat/--no-chat applies to the hf and openai policies, not to tiny"),
+        (["eval", "--api-key", "k"], "--api-key applies to the openai policy, not to tiny: drop it"),
+        (["solve", "--task", "gsm8k", "--question", "1 + 1?", "--answer", "two"], "the answer 'two' is not a number"),
+        (["eval", "--task", "gsm8k", "--task-args", '{"shots": -1}'], "task 'gsm8k': shots must be 0 or more, not -1"),
+        (["eval", "--task", "countdown", "--task-args", '{"low": 50, "high": 1}'], "need 0 <= low <= high"),
+        (["eval", "--task", "countdown", "--task-args", '{"held_out_targets": 91}'], "must be 0 to 90"),
+        (["eval", "--task", "countdown", "--task-args", '{"sizes": {"val": -1}}'], "val split's size must be 0"),
         (["improve", "--run-dir", "r", "--policy", "coin"], "policy 'coin' has no weights to train"),
         (["improve", "--run-dir", "r", "--task-args", '{"shot": 1}'], "task 'game24' has no option 'shot'"),
     ],
@@ -221,6 +228,21 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(qstar, tmp_
         (["compare", "--limit", "1", "--out", str(file)], f"{file} is a file: name a folder"),
         (["view", str(tmp_path), "-o", str(folder)], f"{folder} is a folder: name a file"),
         (["train", "sft", "--model", "tiny", "--records", str(file), "--output-dir", str(file)], "name a folder"),
+        (
+            [
+                "train",
+                "value",
+                "--model",
+                "tiny",
+                "--records",
+                str(file),
+                "--output-dir",
+                str(folder / "v"),
+                "--separator",
+                "",
+            ],
+            "give a non-empty --separator",
+        ),
     ]
     for args, message in cases:
         out = qstar(*args)

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -170,6 +171,10 @@ def test_problems_file(tmp_path):
     bad.write_text(json.dumps({"numbers": [1, 2], "target": -3}) + "\n")
     with pytest.raises(QstarError, match=r"bad.jsonl:1: .*>= 0, got -3"):
         get_task("countdown", problems_file=str(bad)).problems("test")
+    for number in (4.5, True, "a"):  # 4.5 was read as 4
+        bad.write_text(json.dumps({"numbers": [number, 2], "target": 3}) + "\n")
+        with pytest.raises(QstarError, match=rf"bad.jsonl:1: .*whole numbers, not {re.escape(repr(number))} \("):
+            get_task("countdown", problems_file=str(bad)).problems("test")
     bad.write_text("not json\n")
     with pytest.raises(QstarError, match=r"bad.jsonl:1:"):
         get_task("countdown", problems_file=str(bad)).problems("test")

@@ -68,3 +68,17 @@ def test_a_llama_prm_reads_every_step_through_the_cache_as_the_hf_forward_does()
 def test_other_architectures_are_read_by_the_hf_forward():
     gpt2 = GPT2ForTokenClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, num_labels=2))
     assert not CachedValueReader.supports(gpt2)
+
+
+def test_a_path_longer_than_the_scoring_model_s_context_fails_alone(scorer):
+    """A path past the model's 256 positions was an IndexError deep in the forward pass, failing every search of
+    the batch; now it fails its own search with the reason, and the other paths keep their scores."""
+    from qstar.errors import BackendError
+
+    problems = TASK.problems("test", 2)
+    long = [FIRST[0], *SECOND * 10]  # about 280 tokens with the prompt
+    for model, what in ((scorer, "value model"), (PRMScorer(TASK), "PRM")):
+        with pytest.raises(BackendError) as caught:
+            model.score(problems, [[FIRST[0]], long])
+        assert list(caught.value.failed) == [1] and f"the {what}'s context of 256 tokens" in caught.value.failed[1]
+        assert caught.value.results.values[0] == pytest.approx(model.score(problems[:1], [[FIRST[0]]]).values[0])

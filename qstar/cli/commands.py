@@ -58,8 +58,21 @@ def replica_of(args: argparse.Namespace):
     )
     args.scorer = args.scorer or default_scorer(replica.load_task())
     scorer_name(args.scorer)
-    policy_name(args.policy)
+    check_policy_flags(args, policy_name(args.policy)[0])
     return dataclasses.replace(replica, scorer=args.scorer, scorer_options=args.scorer_args)
+
+
+def check_policy_flags(args: argparse.Namespace, backend: str) -> None:
+    """Refuse --chat, --model or the API key given to a backend that takes no such option (it would be ignored)."""
+    from qstar.policy import POLICIES
+
+    takes = POLICIES.options(backend)
+    key = "--policy-api-key" if args.command == "serve" else "--api-key"
+    for name, flag in (("chat", "--chat/--no-chat"), ("model", "--model"), ("api_key", key)):
+        if getattr(args, name) is not None and name not in takes:
+            users = [other for other in POLICIES.names() if name in POLICIES.options(other)]
+            which = f"the {' and '.join(users)} polic{'y' if len(users) == 1 else 'ies'}"
+            raise QstarError(f"{flag} applies to {which}, not to {backend}: drop it")
 
 
 def setup(args: argparse.Namespace):
@@ -152,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
             args.budget,
             args.seeds,
             args.batch_size,
-            show_progress=not args.json,
+            show_progress=not args.json or sys.stderr.isatty(),  # --json in a terminal: the bar on stderr still
             workers=workers,
             seed=args.seed,
         )
@@ -268,7 +281,7 @@ def cmd_improve(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> dict:
     try:
-        from qstar.pipelines.train import CONFIGS, train
+        from qstar.pipelines.train import CONFIGS, check_separator, train
     except ImportError as e:
         raise QstarError(f"qstar train needs TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)") from None
     from qstar.io import check_writable
@@ -277,6 +290,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     cfg = config_of(args, CONFIGS[args.kind])
     lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
     lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
+    check_separator(args.kind, args.separator)
     check_writable(args.output_dir, folder=True)  # before the training, not after it
     summary = train(args.kind, args.model, args.records, args.output_dir, cfg, lora, args.separator)
     return {
@@ -290,8 +304,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 def print_train(result: dict, console: Console) -> None:
     if result["main_process"]:  # one line for the run, not one per launched process
+        steps, processes = result["steps"], result["processes"]
         console.print(
-            f"{result['kind']}: {result['steps']} steps on {result['processes']} process(es), saved to {result['out']}"
+            f"{result['kind']}: {steps} step{'s' * (steps != 1)} on {processes} process{'es' * (processes != 1)}, "
+            f"saved to {result['out']}"
         )
 
 
@@ -393,7 +409,10 @@ COMMANDS = {
     "solve": (cmd_solve, print_solve),
     "eval": (cmd_eval, print_eval),
     "compare": (cmd_compare, print_compare),
-    "improve": (cmd_improve, lambda r, c: c.print(f"metrics in {r['run_dir']}/metrics.jsonl, plots in improve.png")),
+    "improve": (
+        cmd_improve,
+        lambda r, c: c.print(f"metrics in {r['run_dir']}/metrics.jsonl, plots in {r['run_dir']}/improve.png"),
+    ),
     "pretrain": (cmd_pretrain, lambda r, c: c.print(r)),
     "train": (
         cmd_train,

@@ -77,7 +77,8 @@ def check_no_leak(task: Task, scorer: Scorer | None) -> None:
     if scorer is not None and scorer.uses_verifier and task.verifier_needs_reference:
         raise QstarError(
             f"the {task.name} verifier needs the reference answer, so it may guide search only when generating "
-            "training data, not in evaluation; choose a scorer that does not use it"
+            "training data, not in evaluation; choose a scorer that does not use it (checker, judge, prm, or value "
+            "with ground_truth false)"
         )
 
 

@@ -31,6 +31,12 @@ def finish_processes() -> None:
         dist.destroy_process_group()
 
 
+def check_separator(kind: str, separator: str) -> None:
+    """A value model reads each step where its separator ends it: an empty one is refused."""
+    if kind == "value" and not separator:
+        raise QstarError("the value model reads each step where its separator ends it: give a non-empty --separator")
+
+
 def train(
     kind: str,
     model: str | Path,
@@ -44,6 +50,7 @@ def train(
     (sft, dpo or value) and save the result to `out`; returns what was done (also in `out/qstar_train.json`) and
     whether this process is the main one (the one that wrote). With LoRA on a `.gguf` start, the dequantised
     weights are saved as `out/base/`, the base the adapters name."""
+    check_separator(kind, separator)
     model = model_folder(str(model))  # a shipped checkpoint's name, a folder, a .gguf file or an adapter folder
     rows = read_jsonl(records)
     missing = [c for c in COLUMNS[kind] if rows and c not in rows[0]]

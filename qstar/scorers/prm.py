@@ -16,6 +16,7 @@ from qstar.checkpoints import resolve
 from qstar.config import option
 from qstar.errors import QstarError
 from qstar.scorers.base import register_scorer
+from qstar.scorers.context import over_context, score_within_context
 from qstar.tasks.base import Task
 from qstar.types import Problem, Scores
 
@@ -78,8 +79,14 @@ class PRMScorer:
         )
 
     def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
-        values = [AGGREGATES[self.aggregate](r) for r in self.step_rewards(problems, paths)]
-        return Scores(values, calls=[1] * len(paths))
+        prompts = [self.task.render(p, []) for p in problems]
+        failed = over_context(self.model, self.tokenizer, prompts, paths, self.tag, "PRM")
+        return score_within_context(failed, len(paths), lambda kept: self.scored(problems, paths, kept))
+
+    def scored(self, problems: list[Problem], paths: list[list[str]], kept: list[int]) -> Scores:
+        """The scores of the paths at indices `kept`."""
+        rewards = self.step_rewards([problems[i] for i in kept], [paths[i] for i in kept])
+        return Scores([AGGREGATES[self.aggregate](r) for r in rewards], calls=[1] * len(kept))
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:
         return 0

@@ -8,6 +8,7 @@ from qstar.checkpoints import resolve
 from qstar.config import option
 from qstar.errors import QstarError
 from qstar.scorers.base import register_scorer
+from qstar.scorers.context import over_context, score_within_context
 from qstar.scorers.ground_truth import VerifierScorer
 from qstar.tasks.base import Task
 from qstar.types import Problem, Scores
@@ -63,6 +64,13 @@ class ValueScorer:
         return [steps[-1] for steps in readings]
 
     def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
+        prompts = [self.task.render(p, []) for p in problems]
+        failed = over_context(self.model, self.tokenizer, prompts, paths, self.task.separator, "value model")
+        return score_within_context(failed, len(paths), lambda kept: self.scored(problems, paths, kept))
+
+    def scored(self, problems: list[Problem], paths: list[list[str]], kept: list[int]) -> Scores:
+        """The scores of the paths at indices `kept`."""
+        problems, paths = [problems[i] for i in kept], [paths[i] for i in kept]
         values = self.values(problems, paths)
         if self.ground is not None:
             truth = [self.ground.value(p, path) for p, path in zip(problems, paths, strict=True)]

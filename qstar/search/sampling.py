@@ -48,7 +48,7 @@ def trajectories(tree: Tree, ctx: Context, count: int | None, temperature: float
 class Trajectories:
     """Shared fields of the whole-trajectory searches: `n` trajectories, or all the budget allows when None."""
 
-    n: int | None = option(None, "trajectories (None: as many as the budget affords)")
+    n: int | None = option(None, "trajectories (None: as many as the budget affords; 8 without a budget)")
     temperature: float = option(1.0, "sampling temperature")
     max_steps: int = option(16, "most steps in a trajectory")
 
@@ -72,6 +72,7 @@ class Sample(Trajectories):
     """Sampled trajectories, solved if any of them is right: pass@n. The answer is a verified trajectory if there
     is one, so this is an oracle upper bound unless n = 1 (`greedy` is n = 1 at temperature 0)."""
 
+    n: int | None = option(None, "trajectories (None: as many as the budget affords; one, pass@1, without a budget)")
     unbudgeted_n: ClassVar[int] = 1
 
     def run(self, problem: Problem, ctx: Context) -> SearchRun:

@@ -74,6 +74,11 @@ class GSM8K(StepByStep):
     def from_row(self, row: dict[str, Any], pid: str) -> Problem:
         return problem_from_row(row, pid)
 
+    def parse_problem(self, text: str, answer: str | None = None) -> Problem:
+        if answer is not None and number(str(answer)) is None:  # as a problems file's answer is checked
+            raise QstarError(f"the answer {answer!r} is not a number: a GSM8K answer is one, e.g. --answer 18")
+        return super().parse_problem(text, answer)
+
     def examples(self) -> list[tuple[str, list[str]]]:
         return [(p.prompt, p.meta["solution"]) for p in load_split("train")[: self.shots]]
 

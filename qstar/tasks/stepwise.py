@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qstar.config import option
+from qstar.config import check_ranges, option
 from qstar.errors import QstarError
 from qstar.io import numbered_jsonl
 from qstar.tasks.base import BaseTask, StepCheck, checked_limit
@@ -39,6 +39,10 @@ class StepByStep(BaseTask):
     max_step_chars: int = option(400, "a longer step is illegal")
 
     instruction: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        check_ranges(self, ("step_limit", "max_step_chars"), ("shots",))
+
     verifier_needs_reference: ClassVar[bool] = True  # the verifier compares with the reference answer
     problem_args: ClassVar[dict[str, dict[str, Any]]] = {
         "question": {"help": "word problems: the question to answer"},

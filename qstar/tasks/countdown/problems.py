@@ -28,12 +28,21 @@ def make_problem(pid: str, numbers: list[int], target: int, **meta) -> Problem:
     )
 
 
+def whole(x: object) -> int | None:
+    """`x` as a whole number (an int, or its digits as text, a sign allowed), else None: 4.5 and true are not."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
+    if isinstance(x, str) and re.fullmatch(r"\s*-?\d+\s*", x):
+        return int(x)
+    return None
+
+
 def parse_numbers(values: list[str] | str) -> list[int]:
     items = values.split() if isinstance(values, str) else values
-    try:
-        numbers = [int(x) for x in items]
-    except ValueError:
-        raise QstarError(f"numbers must be whole numbers, got {' '.join(map(str, items))!r}") from None
+    numbers = [whole(x) for x in items]
+    if None in numbers:
+        bad = items[numbers.index(None)]
+        raise QstarError(f"numbers must be whole numbers, not {bad!r} (in {' '.join(map(str, items))})")
     if any(n < 0 for n in numbers):
         raise QstarError(f"numbers must be whole numbers >= 0, got {min(numbers)}")
     if len(numbers) < 2:

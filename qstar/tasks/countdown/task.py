@@ -20,6 +20,20 @@ from qstar.types import Prefix, Problem
 GENERATOR = ("low", "high", "targets", "held_out_targets", "seed", "sizes")  # options of the generated problems
 
 
+def check_generator(low: int, high: int, targets: tuple[int, int], held_out: int, sizes: Mapping[str, int]) -> None:
+    """The generator's options in range, as one-line errors before any problem is drawn."""
+    if not 0 <= low <= high:
+        raise QstarError(f"generated numbers are drawn from [low, high]: need 0 <= low <= high, not {low} and {high}")
+    if len(targets) != 2 or not 0 <= targets[0] <= targets[1]:
+        raise QstarError(f"targets is a range [lowest, highest] of whole numbers >= 0, not {list(targets)}")
+    span = targets[1] - targets[0] + 1
+    if not 0 <= held_out < span:
+        raise QstarError(f"held_out_targets must be 0 to {span - 1} (the targets range holds {span}), not {held_out}")
+    bad = next((name for name, size in sizes.items() if size < 0), None)
+    if bad is not None:
+        raise QstarError(f"sizes: the {bad} split's size must be 0 or more, not {sizes[bad]}")
+
+
 @register_task("game24", preset="game24")
 @register_task("countdown")
 @dataclass
@@ -46,6 +60,7 @@ class Countdown:
     def __post_init__(self) -> None:
         if self.preset not in ("game24", "countdown"):
             raise QstarError(f"countdown presets are game24 and countdown, not {self.preset!r}")
+        check_generator(self.low, self.high, self.targets, self.held_out_targets, self.sizes)
         if self.preset == "game24":  # its puzzles are fixed: a generator option would be ignored
             defaults = option_defaults(Countdown)
             changed = [name for name in GENERATOR if getattr(self, name) != defaults[name]]
