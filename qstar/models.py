@@ -7,6 +7,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +22,10 @@ from transformers import (
 
 from qstar.errors import QstarError
 from qstar.io import is_adapter, replace_folder
+
+# TRL's configs and PEFT's adapters read transformers' `gradient_checkpointing`, which transformers 5 renamed: not
+# the user's to fix
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
 def best_device() -> str:

@@ -78,7 +78,8 @@ def add_plugin_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_args(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
+def add_model_args(p: argparse.ArgumentParser, key_flag: str = "--api-key", batched: bool = True) -> None:
+    """The policy, scorer and seed flags; with `batched`, --batch-size (problems in flight: not for one problem)."""
     p.add_argument(
         "--policy",
         default="tiny",
@@ -113,12 +114,13 @@ def add_model_args(p: argparse.ArgumentParser, key_flag: str = "--api-key") -> N
         "'{\"samples\": 3}' (judge); `qstar list` shows every option",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: 0)")
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=64,
-        help="problems kept in flight, their model calls batched (default: %(default)s)",
-    )
+    if batched:
+        p.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=64,
+            help="problems kept in flight, their model calls batched (default: %(default)s)",
+        )
     add_plugin_arg(p)
 
 

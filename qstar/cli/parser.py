@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="most generated tokens the search may spend (default: no limit but the search's own)",
     )
     solve.add_argument("--json", action="store_true", help="print one JSON object instead of a trace")
-    add_model_args(solve)
+    add_model_args(solve, batched=False)
 
     ev = sub.add_parser("eval", help="evaluate a search on a task's split: accuracy, compute, legality")
     add_problem_args(ev)

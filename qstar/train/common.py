@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,6 @@ from transformers import PreTrainedModel, PrinterCallback, ProgressCallback, Tra
 from qstar.io import is_adapter
 from qstar.models import load_causal_lm
 from qstar.train.config import LoRAConfig, TrainConfig
-
-# TRL's configs set transformers' `gradient_checkpointing`, which transformers 5 renamed: not the user's to fix
-warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
 @dataclass
