@@ -114,7 +114,7 @@ def test_help_and_bad_options_answer_without_loading_torch():
     code = (
         "import sys; from qstar.cli import main\n"
         "for argv in (['--help'], ['improve', '--help'], ['list'], ['eval', '--search', 'mcts', '--budget', '0'],\n"
-        "             ['--version']):\n"
+        "             ['--version'], ['eval', '--task', 'gsm8k', '--scorer', 'rollouts']):  # before any model loads\n"
         "    try: main(argv)\n"
         "    except SystemExit: pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"

@@ -75,9 +75,16 @@ def check_policy_flags(args: argparse.Namespace, backend: str) -> None:
             raise QstarError(f"{flag} applies to {which}, not to {backend}: drop it")
 
 
-def setup(args: argparse.Namespace):
-    """The task, policy and scorer the arguments name, loaded in this process, and their `Replica`."""
+def setup(args: argparse.Namespace, evaluation: bool = False):
+    """The task, policy and scorer the arguments name, loaded in this process, and their `Replica`. For an
+    `evaluation`, a scorer whose kind always reads the reference answer is refused before any model loads."""
+    from qstar.pipelines.evaluate import check_no_leak
+    from qstar.scorers import SCORERS, scorer_name
+
     replica = replica_of(args)
+    kind = SCORERS.entry(scorer_name(args.scorer)).factory
+    if evaluation and isinstance(getattr(kind, "uses_verifier", None), bool):  # else known once it is built
+        check_no_leak(replica.load_task(), kind)
     return (*replica.load(), replica)
 
 
@@ -152,7 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     search = get_search(args.search, **args.search_args)
     if args.save_trees:
         check_writable(args.save_trees)  # before the search, not after it
-    task, policy, scorer, replica = setup(args)
+    task, policy, scorer, replica = setup(args, evaluation=True)
     split = args.split or task.eval_split
     problems = load_problems(task, split, args.limit)
     with workers_of(args, replica) as workers:
@@ -229,7 +236,7 @@ def cmd_compare(args: argparse.Namespace) -> dict:
     if any(b < 1 for b in budgets):
         raise QstarError("--budgets must be at least 1")
     check_writable(args.out, folder=True)
-    task, policy, scorer, replica = setup(args)
+    task, policy, scorer, replica = setup(args, evaluation=True)
     problems = load_problems(task, args.split or task.eval_split, args.limit)
     configured = [(name, args.search_args.get(name, {})) for name in searches]
     with workers_of(args, replica) as workers:
