@@ -31,9 +31,9 @@ class Clock:
         self.seconds, self.inner = 0.0, getattr(scorer, method)
         setattr(scorer, method, self)
 
-    def __call__(self, problems, paths):
+    def __call__(self, prompts, paths):
         start = time.perf_counter()
-        out = self.inner(problems, paths)
+        out = self.inner(prompts, paths)
         self.seconds += time.perf_counter() - start
         return out
 
@@ -44,9 +44,9 @@ def scorer_of(kind: str, task, path: str, cache_mb: int):
     model-reading method clocked."""
     if kind == "prm":
         scorer = PRMScorer(task, path=path, prefix_cache_mb=cache_mb)
-        return scorer, Clock(scorer, "step_rewards")
+        return scorer, Clock(scorer, "read_steps")
     scorer = ValueScorer(task, path=path, prefix_cache_mb=cache_mb)
-    return scorer, Clock(scorer, "values")
+    return scorer, Clock(scorer, "read")
 
 
 def main() -> None:

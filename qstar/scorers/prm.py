@@ -69,9 +69,12 @@ class PRMScorer:
 
     def step_rewards(self, problems: list[Problem], paths: list[list[str]]) -> list[list[float]]:
         """The positive-class probability at each step's tag (at the prompt's end for an empty path)."""
+        return self.read_steps([self.task.render(p, []) for p in problems], paths)
+
+    def read_steps(self, prompts: list[str], paths: list[list[str]]) -> list[list[float]]:
+        """`step_rewards` of the paths after rendered prompts."""
         from qstar.models import step_probabilities
 
-        prompts = [self.task.render(p, []) for p in problems]
         if self.reader is not None:
             return self.reader.read_steps(prompts, paths, self.batch_size)
         return step_probabilities(
@@ -81,11 +84,11 @@ class PRMScorer:
     def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
         prompts = [self.task.render(p, []) for p in problems]
         failed = over_context(self.model, self.tokenizer, prompts, paths, self.tag, "PRM")
-        return score_within_context(failed, len(paths), lambda kept: self.scored(problems, paths, kept))
+        return score_within_context(failed, len(paths), lambda kept: self.scored(prompts, paths, kept))
 
-    def scored(self, problems: list[Problem], paths: list[list[str]], kept: list[int]) -> Scores:
+    def scored(self, prompts: list[str], paths: list[list[str]], kept: list[int]) -> Scores:
         """The scores of the paths at indices `kept`."""
-        rewards = self.step_rewards([problems[i] for i in kept], [paths[i] for i in kept])
+        rewards = self.read_steps([prompts[i] for i in kept], [paths[i] for i in kept])
         return Scores([AGGREGATES[self.aggregate](r) for r in rewards], calls=[1] * len(kept))
 
     def max_tokens(self, problem: Problem, path: list[str]) -> int:

@@ -53,9 +53,12 @@ class ValueScorer:
 
     def values(self, problems: list[Problem], paths: list[list[str]]) -> list[float]:
         """The model's own values, no ground truth: its reading at each path's last step."""
+        return self.read([self.task.render(p, []) for p in problems], paths)
+
+    def read(self, prompts: list[str], paths: list[list[str]]) -> list[float]:
+        """The model's reading at the last step of each rendered prompt's path."""
         from qstar.models import step_probabilities
 
-        prompts = [self.task.render(p, []) for p in problems]
         if self.reader is not None:
             return self.reader.read(prompts, paths, self.batch_size)
         readings = step_probabilities(
@@ -66,12 +69,12 @@ class ValueScorer:
     def score(self, problems: list[Problem], paths: list[list[str]], seeds: list[int] | None = None) -> Scores:
         prompts = [self.task.render(p, []) for p in problems]
         failed = over_context(self.model, self.tokenizer, prompts, paths, self.task.separator, "value model")
-        return score_within_context(failed, len(paths), lambda kept: self.scored(problems, paths, kept))
+        return score_within_context(failed, len(paths), lambda kept: self.scored(problems, prompts, paths, kept))
 
-    def scored(self, problems: list[Problem], paths: list[list[str]], kept: list[int]) -> Scores:
+    def scored(self, problems: list[Problem], prompts: list[str], paths: list[list[str]], kept: list[int]) -> Scores:
         """The scores of the paths at indices `kept`."""
-        problems, paths = [problems[i] for i in kept], [paths[i] for i in kept]
-        values = self.values(problems, paths)
+        problems, prompts, paths = ([items[i] for i in kept] for items in (problems, prompts, paths))
+        values = self.read(prompts, paths)
         if self.ground is not None:
             truth = [self.ground.value(p, path) for p, path in zip(problems, paths, strict=True)]
             values = [v if t == self.ground.partial else t for v, t in zip(values, truth, strict=True)]
