@@ -31,19 +31,25 @@ from qstar.tasks.countdown.rules import legal_moves, move_step
 from qstar.tasks.countdown.solver import is_solvable
 
 
+def completion_logps(model, tokenizer, pieces: list[tuple[str, str]]) -> list[float]:
+    """log p(completion | prompt) under a causal LM for each (prompt, completion), in one padded batch."""
+    rows = [encode(tokenizer, prompt, completion) for prompt, completion in pieces]
+    ids, attention = pad([ids for ids, _ in rows], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits
+    logp = logp.float().log_softmax(-1).cpu()
+    return [
+        logp[i, start - 1 : end - 1].gather(-1, ids[i, start:end, None]).sum().item()
+        for i, (_, (start, end)) in enumerate(rows)
+    ]
+
+
 def likeliest_legal_first_step(policy, task, problem) -> tuple[str, list[int]]:
     """The legal first step (canonical text) to which the policy gives the highest probability, step and separator
     included, and the numbers it leaves: what decoding the most likely step, not token by token, would write."""
     steps = [move_step(problem.meta["numbers"], move) for move in legal_moves(problem.meta["numbers"])]
-    rows = [encode(policy.tokenizer, task.render(problem, []), step + task.separator) for step, _ in steps]
-    ids, attention = pad([ids for ids, _ in rows], policy.tokenizer.pad_token_id)
-    with torch.no_grad():
-        logp = policy.model(input_ids=ids.to(policy.device), attention_mask=attention.to(policy.device)).logits
-    logp = logp.float().log_softmax(-1).cpu()
-    totals = [
-        logp[i, start - 1 : end - 1].gather(-1, ids[i, start:end, None]).sum().item()
-        for i, (_, (start, end)) in enumerate(rows)
-    ]
+    prompt = task.render(problem, [])
+    totals = completion_logps(policy.model, policy.tokenizer, [(prompt, step + task.separator) for step, _ in steps])
     return steps[max(range(len(steps)), key=totals.__getitem__)]
 
 

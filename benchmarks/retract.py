@@ -20,12 +20,13 @@ import argparse
 import time
 
 import torch
-from first_step_ceiling import first_steps, near_test  # the sibling benchmark (this folder is on sys.path)
+from first_step_ceiling import first_steps, near_test, puzzles  # sibling benchmarks (this folder is on sys.path)
+from first_steps import auc, completion_logps
 from rich.console import Console
 from rich.table import Table
 
 from qstar.checkpoints import resolve
-from qstar.models import encode, load_causal_lm, load_tokenizer, pad
+from qstar.models import encode, load_causal_lm, load_tokenizer
 from qstar.tasks import get_task
 from qstar.tasks.countdown.solver import is_solvable, solve
 from qstar.train.config import SFTConfig
@@ -35,29 +36,20 @@ TASK = get_task("game24")
 MARK = " dead"
 
 
-def logps(model, tokenizer, pieces: list[tuple[str, str]]) -> list[float]:
-    """log p(completion | prompt) for each (prompt, completion), in one padded batch."""
-    rows = [encode(tokenizer, prompt, completion) for prompt, completion in pieces]
-    ids, attention = pad([r for r, _ in rows], tokenizer.pad_token_id)
-    with torch.no_grad():
-        logp = model(input_ids=ids, attention_mask=attention).logits.float().log_softmax(-1)
-    return [logp[i, a - 1 : b - 1].gather(-1, ids[i, a:b, None]).sum().item() for i, (_, (a, b)) in enumerate(rows)]
-
-
 def records(model, tokenizer, problem, tries: int) -> list[dict]:
     """A puzzle's stream (dead tries retracted, a solvable first step, its likeliest solution) and its verdicts."""
     labels = first_steps(problem)
     prompt = str(TASK.render(problem, []))
     steps = list(labels)
-    likelihood = logps(model, tokenizer, [(prompt, s + "\n") for s in steps])
+    likelihood = completion_logps(model, tokenizer, [(prompt, s + "\n") for s in steps])
     order = [s for _, s in sorted(zip(likelihood, steps, strict=True), reverse=True)]
     good = [s for s in order if labels[s]]
     if not good:
         return []
-    dead = [s for s in order[: order.index(good[0])]][:tries]
+    dead = order[: order.index(good[0])][:tries]
     rests = solve(TASK.left_after(problem, [good[0]]), 24)[:24]
     after = str(TASK.render(problem, [good[0]]))
-    scores = logps(model, tokenizer, [(after, "".join(x + "\n" for x in rest)) for rest in rests])
+    scores = completion_logps(model, tokenizer, [(after, "".join(x + "\n" for x in rest)) for rest in rests])
     rest = rests[max(range(len(rests)), key=scores.__getitem__)]
     lines = [d + MARK for d in dead] + [good[0], *rest]
     stream = {"prompt": prompt, "completion": "".join(line + "\n" for line in lines)}
@@ -104,12 +96,11 @@ def verdicts(model, tokenizer, problems: list) -> tuple[float, float]:
     for problem in problems:
         labels = first_steps(problem)
         prompt = str(TASK.render(problem, []))
-        p = logps(model, tokenizer, [(prompt + s, MARK + "\n") for s in labels])
+        p = completion_logps(model, tokenizer, [(prompt + s, MARK + "\n") for s in labels])
         for ok, x in zip(labels.values(), p, strict=True):
             (alive if ok else dead).append(x)
         picks += list(labels.values())[min(range(len(p)), key=p.__getitem__)]
-    auc = sum((a < d) + 0.5 * (a == d) for a in alive for d in dead) / (len(alive) * len(dead))
-    return auc, picks / len(problems)
+    return auc([-x for x in alive], [-x for x in dead]), picks / len(problems)  # less likely dead ranks higher
 
 
 def main() -> None:
@@ -125,8 +116,7 @@ def main() -> None:
     model.eval()
     test = TASK.problems("test")
     unseen, seen = near_test(TASK.problems("train"))
-    held = {tuple(sorted(p.meta["numbers"])) for p in test + unseen}
-    train = [p for p in TASK.problems("train") if tuple(sorted(p.meta["numbers"])) not in held]
+    train = puzzles("train", test, unseen)
     splits = {"test": test, "unseen": unseen, "seen": seen}
     before = {name: greedy(model, tokenizer, problems) for name, problems in splits.items()}
     data = [r for p in train for r in records(model, tokenizer, p, args.tries)]
