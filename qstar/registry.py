@@ -14,7 +14,7 @@ import importlib.util
 import inspect
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -120,19 +120,26 @@ class Registry(Generic[T]):
         fixed = ", ".join(f"{key}={value!r}" for key, value in entry.defaults.items())
         return f"{base or entry.factory.__name__} with {fixed}: {first}".rstrip(": ")
 
-    def build(self, name: str, context: dict[str, Any] | None = None, **options: Any) -> T:
-        """Make the plug-in `name` with `options` (an unknown option is a one-line error). `context` holds what the
-        caller has for plug-ins that want it (a scorer's task and policy): each is passed if the factory takes it."""
+    def check(self, name: str, context: Collection[str] = (), **options: Any) -> None:
+        """Refuse, in one line, an option `name` does not take or a value of the wrong kind, before anything is built
+        (a caller that loads models first checks here). `context` names what the caller passes itself."""
         entry = self.entry(name)
         accepted = option_defaults(entry.factory)
-        unknown = [key for key in options if key not in accepted or key in (context or {})]
+        unknown = [key for key in options if key not in accepted or key in context]
         if unknown:
-            known = ", ".join(k for k in accepted if k not in (context or {})) or "none"
+            known = ", ".join(k for k in accepted if k not in context) or "none"
             raise QstarError(f"{self.kind} {name!r} has no option {unknown[0]!r} (its options: {known})")
         wrong = wrong_kind(entry.factory, options)
         if wrong:
             key, wanted, value = wrong
             raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value}")
+
+    def build(self, name: str, context: dict[str, Any] | None = None, **options: Any) -> T:
+        """Make the plug-in `name` with `options` (an unknown option is a one-line error). `context` holds what the
+        caller has for plug-ins that want it (a scorer's task and policy): each is passed if the factory takes it."""
+        entry = self.entry(name)
+        self.check(name, context or {}, **options)
+        accepted = option_defaults(entry.factory)
         given = {k: v for k, v in (context or {}).items() if k in accepted}
         with blame(f"{self.kind} {name!r}"):  # what else the plug-in raises
             try:

@@ -179,6 +179,10 @@ def test_improve_help_explains_every_option(qstar):
         (["eval", "--task", "math"], "pass --problems"),
         (["eval", "--task", "gsm8k", "--scorer", "oracle"], "unknown scorer 'oracle'"),
         (["eval", "--scorer", "rollouts", "--scorer-args", '{"n": 2}'], "scorer 'rollouts' has no option 'n'"),
+        (  # the scorer's options are checked before the policy loads
+            ["eval", "--policy", "/no/such/model", "--scorer", "value", "--scorer-args", '{"bogus": 1}'],
+            "scorer 'value' has no option 'bogus'",
+        ),
         (["eval", "--task", "gsm8k", "--scorer", "verifier", "--limit", "1"], "needs the reference answer"),
         (["eval", "--plugin", "/no/such/plugin.py"], "plug-in file not found"),
         (["frobnicate"], "invalid choice"),

@@ -35,7 +35,7 @@ def replica_of(args: argparse.Namespace):
     is loaded."""
     from qstar.pipelines.replica import Replica
     from qstar.policy import policy_name
-    from qstar.scorers import default_scorer, scorer_name
+    from qstar.scorers import default_scorer, scorer_options
     from qstar.tasks import TASKS
 
     problems = {"problems_file": args.problems} if getattr(args, "problems", None) else {}
@@ -57,7 +57,7 @@ def replica_of(args: argparse.Namespace):
         plugins=tuple(args.plugin),
     )
     args.scorer = args.scorer or default_scorer(replica.load_task())
-    scorer_name(args.scorer)
+    scorer_options(args.scorer, **args.scorer_args)
     check_policy_flags(args, policy_name(args.policy)[0])
     return dataclasses.replace(replica, scorer=args.scorer, scorer_options=args.scorer_args)
 

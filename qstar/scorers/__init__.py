@@ -28,12 +28,20 @@ def scorer_name(spec: str) -> str:
     raise QstarError(f"unknown scorer {spec!r}; choose from {', '.join(SCORERS.names())}, or give a PRM folder")
 
 
-def get_scorer(spec: str, task: Task, policy: Policy | None = None, **options: Any) -> Scorer:
-    """The scorer `spec` names, for `task` (and `policy`, for scorers that call one), with `options`."""
-    expect(task, "check_step", "task", "qstar.get_task(name)")
+def scorer_options(spec: str, **options: Any) -> tuple[str, dict[str, Any]]:
+    """The registered scorer `spec` names and its options (a model folder is `prm`'s `path`), both checked before any
+    model loads."""
     name = scorer_name(spec)
     if name != spec:
         options = {"path": spec, **options}
+    SCORERS.check(name, ("task", "policy"), **options)
+    return name, options
+
+
+def get_scorer(spec: str, task: Task, policy: Policy | None = None, **options: Any) -> Scorer:
+    """The scorer `spec` names, for `task` (and `policy`, for scorers that call one), with `options`."""
+    expect(task, "check_step", "task", "qstar.get_task(name)")
+    name, options = scorer_options(spec, **options)
     return SCORERS.build(name, context={"task": task, "policy": policy}, **options)
 
 
@@ -48,4 +56,5 @@ __all__ = [
     "get_scorer",
     "register_scorer",
     "scorer_name",
+    "scorer_options",
 ]
