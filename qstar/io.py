@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qstar.checkpoints import resolve
+from qstar.checkpoints import HERE, resolve
 from qstar.errors import QstarError
 from qstar.types import Tree
 
@@ -38,6 +38,24 @@ def check_writable(path: str | Path, folder: bool = False) -> Path:
         raise QstarError(f"cannot write {path}: {e.strerror or e}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise QstarError(f"cannot write {path}: no permission to write in {parent}")
+    return path
+
+
+def check_checkpoint_folder(path: str | Path) -> Path:
+    """Refuse, before any training, a checkpoint folder whose writing would lose files: a checkpoint replaces its
+    folder whole, so a folder holding anything but a checkpoint, or one shipped inside qstar, is one line. Makes its
+    parent (not the folder: a failed run leaves nothing behind). Returns the path made absolute."""
+    path = Path(path).resolve()
+    if path == HERE or HERE in path.parents:
+        raise QstarError(f"{path} is inside qstar's shipped checkpoints: name another folder to write")
+    if path.exists() and not path.is_dir():
+        raise QstarError(f"{path} is a file: name a folder to write")
+    if path.is_dir() and any(path.iterdir()) and not ((path / "config.json").is_file() or is_adapter(path)):
+        raise QstarError(
+            f"{path} holds files and no checkpoint, and the checkpoint would replace the folder whole: name a new or "
+            "empty folder"
+        )
+    check_writable(path.parent, folder=True)
     return path
 
 

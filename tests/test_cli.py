@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import pytest
 
+from qstar.checkpoints import TINY_VALUE
 from qstar.cli import main
 from qstar.pipelines.improve_config import ImproveConfig
 
@@ -232,6 +233,15 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(qstar, tmp_
         (["compare", "--limit", "1", "--out", str(file)], f"{file} is a file: name a folder"),
         (["view", str(tmp_path), "-o", str(folder)], f"{folder} is a folder: name a file"),
         (["train", "sft", "--model", "tiny", "--records", str(file), "--output-dir", str(file)], "name a folder"),
+        (  # a checkpoint replaces its folder whole: one holding other files would lose them
+            ["train", "value", "--model", "tiny", "--records", str(file), "--output-dir", str(tmp_path)],
+            f"{tmp_path} holds files and no checkpoint",
+        ),
+        (
+            ["train", "value", "--model", "tiny", "--records", str(file), "--output-dir", str(TINY_VALUE)],
+            "inside qstar's shipped checkpoints",
+        ),
+        (["pretrain", "--output-dir", str(tmp_path)], "holds files and no checkpoint"),
         (
             [
                 "train",

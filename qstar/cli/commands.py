@@ -291,14 +291,14 @@ def cmd_train(args: argparse.Namespace) -> dict:
         from qstar.pipelines.train import CONFIGS, check_separator, train
     except ImportError as e:
         raise QstarError(f"qstar train needs TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)") from None
-    from qstar.io import check_writable
+    from qstar.io import check_checkpoint_folder
     from qstar.train.config import LoRAConfig
 
     cfg = config_of(args, CONFIGS[args.kind])
     lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
     lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
     check_separator(args.kind, args.separator)
-    check_writable(args.output_dir, folder=True)  # before the training, not after it
+    check_checkpoint_folder(args.output_dir)  # before the training, not after it
     summary = train(args.kind, args.model, args.records, args.output_dir, cfg, lora, args.separator)
     return {
         "kind": args.kind,

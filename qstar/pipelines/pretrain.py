@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from qstar.io import check_writable
-from qstar.models import device_of, encode, pad
+from qstar.io import atomic_write, check_checkpoint_folder
+from qstar.models import device_of, encode, pad, save_checkpoint
 from qstar.pipelines.evaluate import summarize
 from qstar.pipelines.pretrain_config import PretrainConfig
 from qstar.policy.tiny import TinyPolicy, new_tiny_model
@@ -55,7 +54,7 @@ def legal_step_rate(policy: TinyPolicy, problems: list[Problem], task: Countdown
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Train from scratch, save to `cfg.output_dir` (HF format) and return the final metrics."""
-    check_writable(cfg.output_dir, folder=True)  # before the training, not after it
+    out = check_checkpoint_folder(cfg.output_dir)  # before the training, not after it
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model, tokenizer = new_tiny_model(cfg.hidden, cfg.layers, cfg.heads, cfg.mlp)  # initialised on the CPU, seeded
@@ -79,12 +78,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     next_batch = lambda: make_batch(tokenizer, rng, cfg, task)  # noqa: E731  (fresh random games every step)
     history = fit(model, next_batch, cfg.steps, loss_fn, cfg.optimiser(), "pretrain", on_step=evaluate_now)
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_checkpoint(model, tokenizer, out)
     stride = max(1, cfg.steps // 100)
     kept = [r for i, r in enumerate(history) if i % stride == 0 or "legal_step_rate" in r]  # every evaluation
     metrics = {"config": asdict(cfg), "final": history[-1], "history": kept}
-    (out / "qstar_pretrain.json").write_text(json.dumps(metrics, indent=1))
+    atomic_write(out / "qstar_pretrain.json", json.dumps(metrics, indent=1).encode())
     return metrics

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from qstar.errors import QstarError
-from qstar.io import atomic_write, model_folder, read_jsonl
+from qstar.io import atomic_write, check_checkpoint_folder, model_folder, read_jsonl
 from qstar.models import check_adapters, save_checkpoint
 from qstar.train.by_kind import train_kind
 from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig, ValueConfig
@@ -51,6 +51,7 @@ def train(
     whether this process is the main one (the one that wrote). With LoRA on a `.gguf` start, the dequantised
     weights are saved as `out/base/`, the base the adapters name."""
     check_separator(kind, separator)
+    out = check_checkpoint_folder(out)
     model = model_folder(str(model))  # a shipped checkpoint's name, a folder, a .gguf file or an adapter folder
     rows = read_jsonl(records)
     missing = [c for c in COLUMNS[kind] if rows and c not in rows[0]]
@@ -62,7 +63,7 @@ def train(
     if lora is not None and kind != "value":
         check_adapters(model, lora.peft())  # one line, before any weight loads
     # adapters name their base by folder: those on a GGUF start name its weights, saved beside them
-    base = Path(out).resolve() / "base" if kind != "value" and lora is not None and model.suffix == ".gguf" else None
+    base = out / "base" if kind != "value" and lora is not None and model.suffix == ".gguf" else None
     trained, tokenizer = train_kind(kind, model, rows, cfg, lora, separator, base=base)
     summary = {
         "kind": kind,
@@ -74,9 +75,9 @@ def train(
         "history": trained.history,
     }
     if trained.main_process:
-        save_checkpoint(trained.model, tokenizer, Path(out))
+        save_checkpoint(trained.model, tokenizer, out)
         if base is not None:
             save_checkpoint(trained.model.unload(), tokenizer, base)
-        atomic_write(Path(out) / "qstar_train.json", json.dumps(summary, indent=1).encode())
+        atomic_write(out / "qstar_train.json", json.dumps(summary, indent=1).encode())
     finish_processes()
     return {**summary, "main_process": trained.main_process}
