@@ -119,7 +119,7 @@ def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise QstarError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                raise QstarError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
                 raise QstarError(f"{path}:{lineno}: expected a JSON object")
             yield lineno, row

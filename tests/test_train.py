@@ -1,6 +1,8 @@
 """Data from trees and the three trainers (SFT, step-DPO, value): losses fall and every trainable parameter
 changes, for the built-in tiny Llama and for another HF architecture (GPT-2) through the same code."""
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -344,9 +346,7 @@ def test_each_trainer_runs_on_two_processes(tmp_path, kind):
     """`qstar train` under torchrun: two processes train one model together (DDP) and the main one writes the
     checkpoint. (`accelerate launch` starts the same thing on GPUs; on this CPU-only machine its --cpu
     --num_processes 2 starts a single process, so the test launches with torchrun.)"""
-    import json
     import os
-    import subprocess
     import sys
 
     from transformers import AutoConfig
@@ -488,3 +488,34 @@ def test_a_warm_up_that_spans_the_whole_run_is_warned(capsys):
     err = capsys.readouterr().err
     assert err.count("qstar: warning: dpo: a warm-up of 20 optimiser steps spans the whole run") == 2
     assert "of 2:" in err and "of 20:" in err and "of 40" not in err
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "message"),
+    [
+        ("value", {"prompt": "p", "completions": ["a", "b"], "labels": [0.5]}, "one per step (2 here)"),
+        ("value", {"prompt": "p", "completions": ["a", "b"], "labels": [1, 0, 1]}, "one per step (2 here)"),
+        ("value", {"prompt": "p", "completions": ["a"], "labels": ["yes"]}, "labels must be a list of numbers"),
+        ("value", {"prompt": "p", "completions": ["a"], "labels": [None]}, "labels must be a list of numbers"),
+        ("value", {"prompt": "p", "completions": ["a"], "labels": [True]}, "labels must be a list of numbers"),
+        ("value", {"prompt": "p", "completions": ["a", "b"], "labels": [2.0, -1]}, "labels must be in [0, 1]"),
+        ("value", {"prompt": "p", "completions": [], "labels": []}, "completions must be a non-empty list"),
+        ("value", {"prompt": "p", "completions": ["a\nb"], "labels": [1]}, "step 1 holds the separator '\\n'"),
+        ("value", {"prompt": "p", "completion": "a"}, "(completions is missing)"),
+        ("sft", {"prompt": "p", "completion": ["a"]}, "prompt, completion must be text"),
+        ("dpo", {"prompt": 3, "chosen": "a", "rejected": "b"}, "prompt, chosen, rejected must be text"),
+    ],
+)
+def test_a_record_the_trainer_would_misread_is_one_line_naming_its_line(tmp_path, kind, row, message):
+    """The second row is the bad one: each row is checked, not the first only, before any model loads."""
+    from qstar.pipelines.train import read_records
+
+    good = {"sft": {"prompt": "p", "completion": "a"}, "dpo": {"prompt": "p", "chosen": "a", "rejected": "b"}}
+    path = tmp_path / "records.jsonl"
+    first = good.get(kind, {"prompt": "p", "completions": ["a"], "labels": [1]})
+    path.write_text(f"{json.dumps(first)}\n{json.dumps(row)}\n")
+    with pytest.raises(QstarError, match=re.escape(f"{path}:2: ")) as error:
+        read_records(kind, path)
+    assert message in str(error.value)
+    path.write_text(f"{json.dumps(first)}\n")
+    assert read_records(kind, path) == [first]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 
 from qstar.errors import QstarError
-from qstar.io import atomic_write, check_checkpoint_folder, model_folder, read_jsonl
+from qstar.io import atomic_write, check_checkpoint_folder, model_folder, numbered_jsonl
 from qstar.models import check_adapters, save_checkpoint
 from qstar.train.by_kind import train_kind
 from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig, ValueConfig
@@ -37,6 +38,41 @@ def check_separator(kind: str, separator: str) -> None:
         raise QstarError("the value model reads each step where its separator ends it: give a non-empty --separator")
 
 
+def read_records(kind: str, path: str | Path, separator: str = "\n") -> list[dict]:
+    """The records of a file in TRL's columns for `kind`, each row checked: a row the trainer would misread (a
+    column missing or of the wrong type; for a value model, labels not one in [0, 1] per step, or a step holding the
+    `separator`, which a search reads as two steps) is a one-line error naming its line."""
+    rows, columns = [], ", ".join(COLUMNS[kind])
+    for line, row in numbered_jsonl(path):
+        where = f"{path}:{line}"
+        missing = [c for c in COLUMNS[kind] if c not in row]
+        if missing:
+            raise QstarError(f"{where}: {kind} records need the columns {columns} ({missing[0]} is missing)")
+        texts = [row["prompt"], *(row[c] for c in COLUMNS[kind][1:] if kind != "value")]
+        if not all(isinstance(t, str) for t in texts):
+            raise QstarError(f"{where}: {', '.join(COLUMNS[kind][: len(texts)])} must be text")
+        if kind == "value":
+            check_value_row(where, row["completions"], row["labels"], separator)
+        rows.append(row)
+    if not rows:
+        raise QstarError(f"{path}: {kind} records need the columns {columns} (the file is empty)")
+    return rows
+
+
+def check_value_row(where: str, steps: Any, labels: Any, separator: str) -> None:
+    """One value record's steps and labels, as `read_records` checks them."""
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+        raise QstarError(f"{where}: completions must be a non-empty list of steps (text)")
+    numbers = isinstance(labels, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in labels)
+    if not numbers or len(labels) != len(steps):
+        raise QstarError(f"{where}: labels must be a list of numbers, one per step ({len(steps)} here)")
+    if not all(0 <= v <= 1 for v in labels):
+        raise QstarError(f"{where}: labels must be in [0, 1] (a step's chance of reaching a verified answer)")
+    split = next((i for i, s in enumerate(steps, 1) if separator in s), None)
+    if split is not None:
+        raise QstarError(f"{where}: step {split} holds the separator {separator!r}, so a search would read it as two")
+
+
 def train(
     kind: str,
     model: str | Path,
@@ -53,13 +89,7 @@ def train(
     check_separator(kind, separator)
     out = check_checkpoint_folder(out)
     model = model_folder(str(model))  # a shipped checkpoint's name, a folder, a .gguf file or an adapter folder
-    rows = read_jsonl(records)
-    missing = [c for c in COLUMNS[kind] if rows and c not in rows[0]]
-    if not rows or missing:
-        raise QstarError(
-            f"{records}: {kind} records need the columns {', '.join(COLUMNS[kind])}"
-            + (f" ({missing[0]} is missing)" if missing else " (the file is empty)")
-        )
+    rows = read_records(kind, records, separator)
     if lora is not None and kind != "value":
         check_adapters(model, lora.peft())  # one line, before any weight loads
     # adapters name their base by folder: those on a GGUF start name its weights, saved beside them
