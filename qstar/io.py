@@ -76,6 +76,18 @@ def model_folder(spec: str | Path) -> Path:
     return path
 
 
+def policy_folder(spec: str | Path) -> Path:
+    """`model_folder`, refusing a checkpoint that holds no causal LM: a value model's or PRM's classification head
+    read as a policy would write nothing sensible, silently."""
+    path = model_folder(spec)
+    config = path / "config.json"
+    if config.is_file():
+        architecture = (json.loads(config.read_text()).get("architectures") or [""])[0]
+        if architecture.endswith(("ForTokenClassification", "ForSequenceClassification")):
+            raise QstarError(f"{path} is a value model ({architecture}), not a policy: give it to --scorer")
+    return path
+
+
 def replace_folder(source: str | Path, path: str | Path) -> None:
     """Rename the finished folder `source` to `path`, replacing a folder left there by a run killed before: a folder
     named `path` is always a whole one. Its files get the usual permissions (safetensors writes them private), so a

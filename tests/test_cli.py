@@ -180,6 +180,8 @@ def test_improve_help_explains_every_option(qstar):
         (["eval", "--task", "math"], "pass --problems"),
         (["eval", "--task", "gsm8k", "--scorer", "oracle"], "unknown scorer 'oracle'"),
         (["eval", "--scorer", "rollouts", "--scorer-args", '{"n": 2}'], "scorer 'rollouts' has no option 'n'"),
+        (["eval", "--scorer", "tiny"], "tiny-improved is a policy without a value head: give a PRM, a value model"),
+        (["eval", "--policy", "tiny-value"], "tiny-value is a value model (LlamaForTokenClassification), not a policy"),
         (  # the scorer's options are checked before the policy loads
             ["eval", "--policy", "/no/such/model", "--scorer", "value", "--scorer-args", '{"bogus": 1}'],
             "scorer 'value' has no option 'bogus'",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qstar.errors import BackendError
-from qstar.io import model_folder
+from qstar.io import policy_folder
 from qstar.policy.base import POLICIES, Policy, register_policy
 
 
@@ -47,7 +47,7 @@ def tiny(
     from qstar.policy.tiny import TinyPolicy
 
     return TinyPolicy.from_pretrained(
-        model_folder(path),
+        policy_folder(path),
         device=device,
         seed=seed,
         max_step_tokens=max_step_tokens,
@@ -151,7 +151,7 @@ def policy_name(spec: str) -> tuple[str, dict[str, Any]]:
         return spec, {}
     if spec.startswith(("http://", "https://")):
         return "openai", {"base_url": spec}
-    path = model_folder(spec)
+    path = policy_folder(spec)
     return ("tiny" if is_tiny_checkpoint(path) else "hf"), {"path": str(path)}
 
 

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from qstar.errors import QstarError
-from qstar.io import model_folder
+from qstar.io import policy_folder
 from qstar.models import device_of, load_causal_lm, load_tokenizer
 from qstar.policy.base import prefix_seeds, propose_batch
 from qstar.policy.legal import StepTexts
@@ -130,7 +130,7 @@ class HFPolicy:
     def from_pretrained(cls, spec: str | Path, device: str | None = None, **kwargs) -> HFPolicy:
         """From a model folder, a `.gguf` file (dequantised by transformers; needs the `gguf` package) or a LoRA
         adapter folder (merged into its base)."""
-        path = model_folder(spec)
+        path = policy_folder(spec)
         dev = torch.device(device_of(device))
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         model = load_causal_lm(path, dtype=dtype).to(dev)

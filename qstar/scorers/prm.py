@@ -25,9 +25,13 @@ AGGREGATES = {"min": min, "last": lambda rewards: rewards[-1], "prod": math.prod
 
 def prm_folder(spec: str) -> Path:
     """The PRM checkpoint folder a spec names (a shipped checkpoint's name resolved), checked before it loads."""
+    from qstar.models import is_plain_policy  # torch loads late
+
     folder = resolve(spec)
     if not (folder / "config.json").is_file():
         raise QstarError(f"no PRM checkpoint at {folder} (expected a folder with config.json)")
+    if is_plain_policy(folder):  # its head would be random, its rewards noise
+        raise QstarError(f"{folder} is a policy without a value head: give a PRM, a value model or a shared-trunk one")
     return folder
 
 
