@@ -73,3 +73,15 @@ def test_eval_with_a_prm_folder_as_scorer(prm_dir, capsys):
 def test_judge_verdicts():
     assert verdict("Sure.") == 1.0 and verdict("likely, but") == 0.5 and verdict("IMPOSSIBLE") == 0.0
     assert verdict("it is unsure whether") is None and verdict("") is None
+
+
+def test_a_model_trained_at_another_separator_is_read_with_a_warning(prm_dir, capsys):
+    """`qstar train value --separator` records where the model read each step; a scorer reading it elsewhere says so."""
+    (prm_dir / "qstar_train.json").write_text(json.dumps({"kind": "value", "separator": " ;"}))
+    try:
+        PRMScorer(TASK, path=str(prm_dir))
+        assert "was trained reading each step at ' ;', and is read here at '\\n'" in capsys.readouterr().err
+        PRMScorer(TASK, path=str(prm_dir), step_tag=" ;")
+        assert "warning" not in capsys.readouterr().err
+    finally:
+        (prm_dir / "qstar_train.json").unlink()

@@ -7,7 +7,9 @@ step's reward, and a path's value aggregates them: `min` (the weakest step), `la
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,6 +35,22 @@ def prm_folder(spec: str) -> Path:
     if is_plain_policy(folder):  # its head would be random, its rewards noise
         raise QstarError(f"{folder} is a policy without a value head: give a PRM, a value model or a shared-trunk one")
     return folder
+
+
+def warn_if_trained_elsewhere(folder: Path, tag: str) -> None:
+    """Warn when `qstar train value` had the model at `folder` read each step at another tag than `tag` (its
+    `qstar_train.json` says where): its readings at `tag` are not what it learnt."""
+    summary = folder / "qstar_train.json"
+    try:
+        trained = json.loads(summary.read_text()).get("separator") if summary.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return
+    if trained is not None and trained != tag:
+        print(
+            f"qstar: warning: {folder} was trained reading each step at {trained!r}, and is read here at {tag!r} "
+            "(the task's separator, or the PRM's step_tag)",
+            file=sys.stderr,
+        )
 
 
 @register_scorer("prm")
@@ -67,6 +85,7 @@ class PRMScorer:
         self.model = model.to(device_of(self.device)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.tag = self.task.separator if self.step_tag is None else self.step_tag
+        warn_if_trained_elsewhere(folder, self.tag)
         self.reader = CachedValueReader.of(
             self.model, self.tokenizer, self.tag, self.positive_label, self.prefix_cache_mb
         )

@@ -10,6 +10,7 @@ from qstar.errors import QstarError
 from qstar.scorers.base import register_scorer
 from qstar.scorers.context import over_context, score_within_context
 from qstar.scorers.ground_truth import VerifierScorer
+from qstar.scorers.prm import warn_if_trained_elsewhere
 from qstar.tasks.base import Task
 from qstar.types import Problem, Scores
 
@@ -42,6 +43,7 @@ class ValueScorer:
             raise QstarError(f"no value model at {folder} (expected a folder with config.json)")
         if is_plain_policy(folder):
             raise QstarError(f"{folder} is a policy without a value head: give a value model, or a shared-trunk one")
+        warn_if_trained_elsewhere(folder, self.task.separator)
         model, self.tokenizer = value_model_from(folder)
         self.model = model.to(device_of(self.device)).eval()
         self.ground = VerifierScorer(self.task) if self.ground_truth else None
