@@ -24,7 +24,7 @@ PUBLIC = {
         "register_search",
         "run_search",
     ),
-    "qstar.records": ("preference_records", "sft_records", "value_records"),
+    "qstar.records": ("preference_records", "search_target_records", "sft_records", "value_records"),
     "qstar.io": ("load_trees", "save_trees"),
     "qstar.pipelines.evaluate": ("EvalResult", "evaluate"),
     "qstar.pipelines.improve": ("Improve",),

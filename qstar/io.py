@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,18 @@ def read_tree_lines(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_trees_file(path: str | Path) -> tuple[list[dict], list[Tree]]:
+    """A trees file's lines (`read_tree_lines`) and their trees; a missing file, or one that is no trees file (a
+    records file, a truncated or corrupt one), is a one-line error."""
+    if not Path(path).is_file():
+        raise QstarError(f"file not found: {path}")
+    try:
+        lines = read_tree_lines(path)
+        return lines, [Tree.from_dict(line) for line in lines]
+    except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise QstarError(f"{path} is not a trees file ({type(e).__name__}: {e})".splitlines()[0]) from None
+
+
 def load_trees(path: str | Path) -> list[Tree]:
     """The trees `save_trees` (or `qstar eval --save-trees`) wrote, each with its answer node and compute."""
-    return [Tree.from_dict(line) for line in read_tree_lines(path)]
+    return read_trees_file(path)[1]

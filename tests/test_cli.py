@@ -63,6 +63,38 @@ def test_eval_takes_search_hyper_parameters(capsys):
     assert short["unfinished"] == 4 and short["solved"] == 0
 
 
+def test_records_from_saved_trees_are_the_loop_s_records_and_never_of_evaluation_problems(capsys, tmp_path):
+    """eval --save-trees on the train split, then `qstar records` of each kind: what qstar.records makes of the
+    same trees, with the task the trees say; trees of test problems, or read with another task, are refused."""
+    from qstar.io import load_trees, read_jsonl
+    from qstar.records import preference_records, search_target_records, sft_records, value_records
+    from qstar.tasks import get_task
+
+    trees, task = tmp_path / "t.jsonl.gz", get_task("game24")
+    run(capsys, "eval", "--task", "game24", "--split", "train", "--limit", "6", "--save-trees", str(trees))
+    made = {
+        "value": value_records(load_trees(trees), task, "hard"),
+        "sft": sft_records(load_trees(trees), task),
+        "targets": search_target_records(load_trees(trees), task, "hard"),
+        "preferences": preference_records(load_trees(trees), task),
+    }
+    assert made["value"] and made["sft"]
+    for kind, rows in made.items():
+        out = tmp_path / f"{kind}.jsonl"
+        said = run(capsys, "records", str(trees), "--kind", kind, "--labels", "hard", "--out", str(out))
+        assert read_jsonl(out) == rows and said["records"] == len(rows) and said["task"] == "game24"
+    test = tmp_path / "test.jsonl.gz"
+    run(capsys, "eval", "--task", "game24", "--limit", "2", "--search", "greedy", "--save-trees", str(test))
+    for args, message in [
+        ([str(trees), str(test)], "2 of the trees are of game24's evaluation problems (game24-901, game24-902)"),
+        ([str(trees), "--task", "gsm8k"], "searched on the game24 task, not gsm8k: drop --task"),
+        ([str(tmp_path / "value.jsonl")], "value.jsonl is not a trees file"),
+    ]:
+        assert main(["records", *args, "--out", str(tmp_path / "x.jsonl")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_eval_saves_each_seed_s_trees_with_their_seed(capsys, tmp_path):
     from qstar.io import read_tree_lines
 

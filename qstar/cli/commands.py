@@ -181,7 +181,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     if args.save_trees:
         trees = [tree for run in runs for tree in run]
         seeds = [{"seed": args.seed + i} for i, run in enumerate(runs) for _ in run]
-        save_trees(args.save_trees, trees, seeds, search=args.search, budget=args.budget)
+        task_args = {"task_args": args.task_args} if args.task_args else {}  # what `qstar records` renders them with
+        save_trees(args.save_trees, trees, seeds, task=args.task, **task_args, search=args.search, budget=args.budget)
     where = args.problems or f"{args.task}/{split}"
     return {"task": args.task, "problems": where, "search": args.search, "budget": args.budget, **result.to_dict()}
 
@@ -345,6 +346,19 @@ def cmd_serve(args: argparse.Namespace) -> dict:
     return {}
 
 
+def cmd_records(args: argparse.Namespace) -> dict:
+    from qstar.pipelines.label import label
+    from qstar.tasks import get_task
+
+    task = get_task(args.task, **args.task_args) if args.task else None
+    if args.task_args and not args.task:
+        raise QstarError("--task-args needs --task")
+    if not 0 <= args.margin <= 1 or args.per_problem < 0:
+        raise QstarError("--margin must be in [0, 1] and --per-problem 0 or more")
+    settings = {"labels": args.labels, "shared_states": args.shared_states, "margin": args.margin}
+    return label(args.trees, args.out, args.kind, task, per_problem=args.per_problem, **settings)
+
+
 def cmd_view(args: argparse.Namespace) -> dict:
     from qstar.pipelines.view import view
 
@@ -426,6 +440,13 @@ COMMANDS = {
         print_train,
     ),
     "serve": (cmd_serve, lambda r, c: None),
+    "records": (
+        cmd_records,
+        lambda r, c: c.print(
+            f"{r['records']} {r['kind']} records from {r['trees']} {r['task']} trees ({r['solved']} solved) "
+            f"in {r['out']}"
+        ),
+    ),
     "view": (cmd_view, print_view),
     "list": (cmd_list, print_list),
 }

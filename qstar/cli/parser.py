@@ -192,6 +192,54 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(srv, key_flag="--policy-api-key")
     srv.set_defaults(batch_size=256)  # a server's searches in flight: more than an eval's, requests come in bursts
 
+    from qstar.pipelines.label import KINDS
+
+    rec = sub.add_parser(
+        "records",
+        help="training records from saved search trees: step labels for a value model or PRM, solutions, pairs",
+        description="Write the records an iteration of `qstar improve` writes, from any saved trees (`qstar eval "
+        "--save-trees FILE`, an improve run's iter-K/trees.jsonl.gz), as JSONL for `qstar train` or your own "
+        "trainer. Kinds: " + "; ".join(f"{k}: {v}" for k, v in KINDS.items()) + ".",
+    )
+    rec.add_argument("trees", nargs="+", help="trees files (trees.jsonl or .jsonl.gz); their records go in one file")
+    rec.add_argument("--kind", choices=list(KINDS), default="value", help="which records (default: value)")
+    rec.add_argument("--out", required=True, help="the JSONL file to write")
+    rec.add_argument(
+        "--task",
+        default=None,
+        help="the task that renders the prompts (default: the one the trees say: qstar eval writes it on each "
+        "tree, an improve run in its config.json)",
+    )
+    rec.add_argument("--task-args", type=json_object, default={}, help="the task's options as JSON, with --task")
+    rec.add_argument(
+        "--labels",
+        choices=["mc", "hard"],
+        default="mc",
+        help="value and targets: mc, the share of verified completions below a step (a step with none below takes "
+        "its search score); hard, 1 when any completion below verifies, unlabelled when none was explored "
+        "(default: mc)",
+    )
+    rec.add_argument(
+        "--shared-states",
+        action="store_true",
+        help="hard labels: 1 also where a step reaches a state a verified solution of any of the trees passed through",
+    )
+    rec.add_argument(
+        "--margin",
+        type=float,
+        default=0.3,
+        help="preferences: the least difference of mc values between the chosen and the rejected step (default: 0.3)",
+    )
+    rec.add_argument(
+        "--per-problem",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sft: at most N solutions a problem, the first found (default: 0, every distinct one)",
+    )
+    rec.add_argument("--json", action="store_true", help="print one JSON object instead of a line")
+    add_plugin_arg(rec)
+
     vw = sub.add_parser(
         "view",
         help="write a search-tree viewer: one self-contained HTML file",

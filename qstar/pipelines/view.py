@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import zlib
 from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qstar.errors import QstarError
-from qstar.io import atomic_write, check_writable, read_jsonl, read_tree_lines
+from qstar.io import atomic_write, check_writable, read_jsonl, read_trees_file
 from qstar.tasks.base import Task, get_task
 from qstar.types import Node, Tree
 
@@ -204,11 +203,7 @@ def run_task(trees_file: Path) -> Task | None:
 def read_trees(path: Path, name: str) -> tuple[list[Tree], list[str]]:
     """The trees of a file and each one's group: `name`, with its seed where the file holds several seeds' runs
     (`qstar eval --seeds N --save-trees`); a one-line error when it is not a trees file."""
-    try:
-        lines = read_tree_lines(path)
-        trees = [Tree.from_dict(line) for line in lines]
-    except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as e:
-        raise QstarError(f"{path} is not a trees file ({type(e).__name__}: {e})".splitlines()[0]) from None
+    lines, trees = read_trees_file(path)
     seeds = [line.get("seed") for line in lines]
     if len(set(seeds)) < 2:
         return trees, [name] * len(trees)
