@@ -3,6 +3,7 @@
 import json
 import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -323,6 +324,28 @@ def test_a_config_file_with_a_mistyped_key_fails_before_any_work(qstar, tmp_path
         config.write_text(text)
         out = qstar("improve", "--run-dir", str(tmp_path / "run"), "--config", str(config))
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
+
+
+def test_a_trainer_reads_its_table_of_an_improve_config(tmp_path):
+    """`qstar train value --config configs/x.toml` repeats the iteration's value stage: the [value] table, flags on
+    top; a trainer's own flat file as before."""
+    from qstar.cli.options import config_of
+    from qstar.cli.parser import build_parser
+    from qstar.train.config import ValueConfig
+
+    base = ["train", "value", "--model", "m", "--records", "r", "--output-dir", "o"]
+    leg = str(Path(__file__).parent.parent / "configs" / "tiny-improved-3-cpu.toml")
+
+    def cfg(*flags: str) -> ValueConfig:
+        return config_of(build_parser().parse_args([*base, *flags]), ValueConfig, table="value")
+
+    improve = cfg("--config", leg)
+    assert (improve.epochs, improve.lr, improve.batch_size) == (2.0, 1e-3, 128)
+    assert cfg("--config", leg, "--lr", "1e-4").lr == 1e-4
+    assert cfg().batch_size == ValueConfig().batch_size
+    flat = tmp_path / "value.toml"
+    flat.write_text("lr = 0.002\n")
+    assert cfg("--config", str(flat)).lr == 2e-3
 
 
 @pytest.mark.parametrize(

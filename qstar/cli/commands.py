@@ -295,7 +295,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from qstar.io import check_checkpoint_folder
     from qstar.train.config import LoRAConfig
 
-    cfg = config_of(args, CONFIGS[args.kind])
+    cfg = config_of(args, CONFIGS[args.kind], table=args.kind)  # an improve config's [sft], [dpo] or [value]
     lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
     lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
     check_separator(args.kind, args.separator)

@@ -217,10 +217,13 @@ def given_settings(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return out
 
 
-def config_of(args: argparse.Namespace, cls: type[C]) -> C:
+def config_of(args: argparse.Namespace, cls: type[C], table: str | None = None) -> C:
     """The config the command asks for: its defaults, then the `--config` file's settings (where the command takes
-    one), then the flags given."""
+    one; with `table`, a file holding a table of that name, such as an improve config's `[value]`, gives that
+    table), then the flags given."""
     settings = read_config_file(args.config) if getattr(args, "config", None) else {}
+    if table is not None and isinstance(settings.get(table), dict):
+        settings = settings[table]
     return from_dict(cls, merge(settings, given_settings(args, cls)))
 
 

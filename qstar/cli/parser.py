@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`torchrun --nproc_per_node N -m qstar train ...`. Only the main process writes the checkpoint. The defaults "
         "are the trainers' own; an improve iteration trains with its config's sft, dpo and value settings (`qstar "
         "improve --help`: for the tiny model on a few hundred puzzles, e.g. SFT 20 epochs at 1e-3), so pass those "
-        "to repeat an iteration's stage.",
+        "(`--config FILE` of an improve run reads its table for the trainer) to repeat an iteration's stage.",
     )
     kinds = trn.add_subparsers(dest="kind", required=True, parser_class=Parser)
     from qstar.train.config import DPOConfig, LoRAConfig, SFTConfig, ValueConfig
@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         k.add_argument(
             "--separator", default="\n", help="what ends a step (value: where each step is read; default: a newline)"
         )
-        k.add_argument("--config", default=None, help="a TOML or JSON file of the trainer's settings (flags win)")
+        k.add_argument(
+            "--config",
+            default=None,
+            help=f"a TOML or JSON file of the trainer's settings, or an improve config (its [{kind}] table; flags win)",
+        )
         add_config_args(k, cls)
         if kind != "value":
             k.add_argument("--lora", action="store_true", help="train LoRA adapters (continue an adapter folder's)")
