@@ -62,11 +62,13 @@ def label(
         raise QstarError(f"--labels must be {' or '.join(LABEL_KINDS)}, not {labels!r}")
     check_writable(out)
     trees: list[Tree] = []
+    given = task is not None
     for path in map(Path, paths):
         lines, got = read_trees_file(path)
         said = trees_task(lines, path)
         if task is not None and said is not None and said.name != task.name:
-            raise QstarError(f"{path} holds trees searched on the {said.name} task, not {task.name}: drop --task")
+            fix = "drop --task" if given else "give the trees of one task"
+            raise QstarError(f"{path} holds trees searched on the {said.name} task, not {task.name}: {fix}")
         task = task or said
         trees += got
     if task is None:
