@@ -125,8 +125,10 @@ def main() -> None:
         base = rows[0][2]
         for backend, setting, value in rows:
             table.add_row(backend, setting, f"{value:,.1f}", f"{value / base:.2f}x")
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run
+
+    run(main)

@@ -149,8 +149,13 @@ def main() -> None:
         default=None,
         help="a qstar improve config file (default: improve_config.py's defaults; configs/demo.toml is the demo's)",
     )
-    parser.add_argument("--run-dir", default=None, help="default runs/bench-improve-CONFIG")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="default runs/bench-improve-CONFIG (the config file's name, `defaults` without one); with --ablation "
+        "runs/ablation",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
     parser.add_argument("--iterations", type=int, default=None, help="override the config's iterations")
     parser.add_argument("--policy", default=None, help="override the config's starting policy")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="set a config field")
@@ -177,7 +182,7 @@ def main() -> None:
         name, _, value = item.partition("=")
         settings[name] = json.loads(value)
     cfg = from_dict(ImproveConfig, settings)
-    run_dir = Path(args.run_dir or f"runs/bench-improve-{Path(args.config).stem if args.config else 'demo'}")
+    run_dir = Path(args.run_dir or f"runs/bench-improve-{Path(args.config).stem if args.config else 'defaults'}")
     console = Console(width=150)
     if args.ablation:
         arms = [a.strip() for a in args.arms.split(",")]
@@ -278,4 +283,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run
+
+    run(main)

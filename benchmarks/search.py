@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--no-compare", action="store_true", help="only the overhead table")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="each search's runs add up to at least this")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=120)
     task, policy = get_task("game24"), load_policy("tiny")
     scorer = get_scorer("rollouts", task, policy)
     problems = task.problems("test")
@@ -80,4 +80,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run
+
+    run(main)
