@@ -120,9 +120,10 @@ class Registry(Generic[T]):
         fixed = ", ".join(f"{key}={value!r}" for key, value in entry.defaults.items())
         return f"{base or entry.factory.__name__} with {fixed}: {first}".rstrip(": ")
 
-    def check(self, name: str, context: Collection[str] = (), **options: Any) -> None:
+    def check(self, name: str, context: Collection[str] = (), **options: Any) -> dict[str, Any]:
         """Refuse, in one line, an option `name` does not take or a value of the wrong kind, before anything is built
-        (a caller that loads models first checks here). `context` names what the caller passes itself."""
+        (a caller that loads models first checks here). `context` names what the caller passes itself. Returns the
+        options `name` accepts, with their defaults."""
         entry = self.entry(name)
         accepted = option_defaults(entry.factory)
         unknown = [key for key in options if key not in accepted or key in context]
@@ -133,13 +134,13 @@ class Registry(Generic[T]):
         if wrong:
             key, wanted, value = wrong
             raise QstarError(f"{self.kind} {name!r}: option {key!r} must be {wanted}, not {value}")
+        return accepted
 
     def build(self, name: str, context: dict[str, Any] | None = None, **options: Any) -> T:
         """Make the plug-in `name` with `options` (an unknown option is a one-line error). `context` holds what the
         caller has for plug-ins that want it (a scorer's task and policy): each is passed if the factory takes it."""
         entry = self.entry(name)
-        self.check(name, context or {}, **options)
-        accepted = option_defaults(entry.factory)
+        accepted = self.check(name, context or {}, **options)
         given = {k: v for k, v in (context or {}).items() if k in accepted}
         with blame(f"{self.kind} {name!r}"):  # what else the plug-in raises
             try:

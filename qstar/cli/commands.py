@@ -289,18 +289,17 @@ def cmd_improve(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> dict:
     try:
-        from qstar.pipelines.train import CONFIGS, check_separator, train
+        from qstar.pipelines.train import CONFIGS, train
     except ImportError as e:
         raise QstarError(f"qstar train needs TRL and PEFT: pip install -e '.[train]' ({e.name} is missing)") from None
-    from qstar.io import check_checkpoint_folder
     from qstar.train.config import LoRAConfig
 
     cfg = config_of(args, CONFIGS[args.kind], table=args.kind)  # an improve config's [sft], [dpo] or [value]
     lora_flags = {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith("lora.")}
     lora = from_dict(LoRAConfig, lora_flags) if getattr(args, "lora", False) else None
-    check_separator(args.kind, args.separator)
-    check_checkpoint_folder(args.output_dir)  # before the training, not after it
-    summary = train(args.kind, args.model, args.records, args.output_dir, cfg, lora, args.separator)
+    summary = train(  # which checks the separator, the output folder and the records before any model loads
+        args.kind, args.model, args.records, args.output_dir, cfg, lora, args.separator
+    )
     return {
         "kind": args.kind,
         "out": args.output_dir,

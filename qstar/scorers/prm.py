@@ -25,13 +25,14 @@ from qstar.types import Problem, Scores
 AGGREGATES = {"min": min, "last": lambda rewards: rewards[-1], "prod": math.prod}
 
 
-def prm_folder(spec: str) -> Path:
-    """The PRM checkpoint folder a spec names (a shipped checkpoint's name resolved), checked before it loads."""
+def prm_folder(spec: str, what: str = "PRM checkpoint") -> Path:
+    """The folder of a scorer's model (`what`: a PRM checkpoint, a value model) a spec names, a shipped checkpoint's
+    name resolved, checked before it loads: it holds a model, and not a policy, whose head would be random."""
     from qstar.models import is_plain_policy  # torch loads late
 
     folder = resolve(spec)
     if not (folder / "config.json").is_file():
-        raise QstarError(f"no PRM checkpoint at {folder} (expected a folder with config.json)")
+        raise QstarError(f"no {what} at {folder} (expected a folder with config.json)")
     if is_plain_policy(folder):  # its head would be random, its rewards noise
         raise QstarError(f"{folder} is a policy without a value head: give a PRM, a value model or a shared-trunk one")
     return folder

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qstar.checkpoints import resolve
 from qstar.config import option
-from qstar.errors import QstarError
 from qstar.scorers.base import register_scorer
 from qstar.scorers.context import over_context, score_within_context
 from qstar.scorers.ground_truth import VerifierScorer
-from qstar.scorers.prm import warn_if_trained_elsewhere
+from qstar.scorers.prm import prm_folder, warn_if_trained_elsewhere
 from qstar.tasks.base import Task
 from qstar.types import Problem, Scores
 
@@ -35,14 +33,10 @@ class ValueScorer:
     )
 
     def __post_init__(self) -> None:
-        from qstar.models import device_of, is_plain_policy, value_model_from  # torch loads late
+        from qstar.models import device_of, value_model_from  # torch loads late
         from qstar.scorers.value_reader import CachedValueReader
 
-        folder = resolve(self.path)
-        if not (folder / "config.json").is_file():
-            raise QstarError(f"no value model at {folder} (expected a folder with config.json)")
-        if is_plain_policy(folder):
-            raise QstarError(f"{folder} is a policy without a value head: give a value model, or a shared-trunk one")
+        folder = prm_folder(self.path, "value model")
         warn_if_trained_elsewhere(folder, self.task.separator)
         model, self.tokenizer = value_model_from(folder)
         self.model = model.to(device_of(self.device)).eval()
